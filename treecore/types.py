@@ -1,0 +1,135 @@
+"""Named value types of treecore, with their units."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from treecore.errors import InvalidParametersError
+
+BBox = tuple[int, int, int, int]  # (x_min, y_min, x_max, y_max), pixels, half-open
+
+#: Detection methods: "legacy" reproduces the old backend; "watershed" also splits touching crowns.
+METHODS = ("legacy", "watershed")
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open pixel rectangle of the full image: columns x0..x1-1, rows y0..y1-1."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    @property
+    def width(self) -> int:
+        """Width in pixels."""
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> int:
+        """Height in pixels."""
+        return self.y1 - self.y0
+
+    def contains(self, x: float, y: float) -> bool:
+        """Whether the point (x, y), in full-image pixels, lies inside (half-open)."""
+        return self.x0 <= x < self.x1 and self.y0 <= y < self.y1
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One unit of detection work: it owns `core`, and reads `halo` (core grown by the halo width)."""
+
+    index: int
+    core: Window
+    halo: Window
+
+
+@dataclass(frozen=True)
+class DetectionParams:
+    """Detection parameters, named and defaulted exactly as the legacy HTTP form fields.
+
+    HSV bounds are OpenCV's: hue 0-179, saturation and value 0-255. Diameters and the
+    cluster threshold are metres; `real_width`/`real_height` are the metres the image covers.
+    """
+
+    hue_min: int = 35
+    hue_max: int = 85
+    sat_min: int = 40
+    sat_max: int = 255
+    val_min: int = 40
+    val_max: int = 255
+    min_diameter: float = 3.0
+    max_diameter: float = 15.0
+    cluster_threshold: float = 10.0
+    real_width: float = 100.0
+    real_height: float = 100.0
+    method: str = "watershed"
+
+    #: Largest accepted real size, metres: 1,000 km, far beyond any image tile.
+    MAX_REAL_SIZE_M = 1_000_000.0
+
+    def __post_init__(self) -> None:
+        """Refuse out-of-range or inconsistent values with a message naming the field."""
+        for name, top in (("hue", 179), ("sat", 255), ("val", 255)):
+            lo, hi = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
+            for bound, value in ((f"{name}_min", lo), (f"{name}_max", hi)):
+                if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
+                    raise InvalidParametersError(f"{bound} must be an integer from 0 to {top}, got {value!r}")
+            if lo > hi:
+                raise InvalidParametersError(f"{name}_min ({lo}) must not exceed {name}_max ({hi})")
+        for name in ("min_diameter", "max_diameter", "cluster_threshold", "real_width", "real_height"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise InvalidParametersError(f"{name} must be a finite number, got {value!r}")
+        if self.min_diameter < 0 or self.cluster_threshold < 0:
+            raise InvalidParametersError("min_diameter and cluster_threshold must not be negative")
+        if self.max_diameter <= 0:
+            raise InvalidParametersError(f"max_diameter must be positive, got {self.max_diameter}")
+        if self.min_diameter > self.max_diameter:
+            raise InvalidParametersError(
+                f"min_diameter ({self.min_diameter}) must not exceed max_diameter ({self.max_diameter})"
+            )
+        for name in ("real_width", "real_height"):
+            value = getattr(self, name)
+            if not 0 < value <= self.MAX_REAL_SIZE_M:
+                raise InvalidParametersError(
+                    f"{name} must be more than 0 and at most {self.MAX_REAL_SIZE_M:.0f} metres, got {value}"
+                )
+        if self.method not in METHODS:
+            raise InvalidParametersError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+
+
+@dataclass(frozen=True)
+class Tree:
+    """One detected tree crown.
+
+    `x`, `y`, `diameter` are metres from the image's top-left corner (x right, y down);
+    `pixel_x`, `pixel_y`, `pixel_diameter` are the same in full-image pixels.
+    `id` is 1-based and stable for the same input (assigned after the global merge).
+    """
+
+    id: int
+    x: float
+    y: float
+    diameter: float
+    pixel_x: float
+    pixel_y: float
+    pixel_diameter: float
+
+
+@dataclass(frozen=True)
+class DetectionResult:
+    """The trees of one image, with what is needed to report them.
+
+    `metres_per_pixel` is (x, y): real_width / width, real_height / height.
+    """
+
+    trees: tuple[Tree, ...]
+    width: int
+    height: int
+    metres_per_pixel: tuple[float, float]
+    params: DetectionParams
+    tile_count: int = 1
+    timings_s: dict[str, float] = field(default_factory=dict)
