@@ -1,11 +1,8 @@
-"""Session-wide test set-up: cloud credentials blanked, real local services as plugins."""
+"""Session-wide test set-up: cloud credentials blanked."""
 
 from __future__ import annotations
 
 import pytest
-
-# Real services, each started once per test session by the fixture that needs it.
-pytest_plugins = ["tests.plugins.azurite", "tests.plugins.ray_serve"]
 
 _CLOUD_VARIABLES = (
     "AZURE_STORAGE_CONNECTION_STRING",
