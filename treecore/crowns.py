@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from treecore.merge import close_pairs
 from treecore.types import DetectionParams, Window
 from treecore.vegetation import CLEANUP_RADIUS_PX
 
@@ -100,7 +101,7 @@ def context_px(params: DetectionParams, shape: tuple[int, ...]) -> int:
         return int(math.ceil(scale.max_diameter_px)) + CLEANUP_RADIUS_PX + 3
     marker_context = (
         CLEANUP_RADIUS_PX
-        + max(_gaussian_radius(scale.smoothing_sigma_px), scale.max_radius_px + 1)
+        + max(_gaussian_radius(scale.smoothing_sigma_px), int(1.05 * scale.max_radius_px) + 2)
         + scale.peak_radius_px
         + 2
     )
@@ -113,6 +114,20 @@ def _gaussian_radius(sigma: float) -> int:
 
 def _empty() -> Crowns:
     return Crowns(np.zeros((0, 2), np.float64), np.zeros((0,), np.float64))
+
+
+def _first_of_equal_peaks(rows: np.ndarray, cols: np.ndarray, score: np.ndarray, peak: int) -> np.ndarray:
+    # Maxima of equal score within one peak square (a plateau) are one top: keep the first in
+    # full-image (row, col) order. Depends only on the candidates nearby, never on the window.
+    a, b = close_pairs(np.stack([cols, rows], axis=1).astype(np.float64), peak * math.sqrt(2) + 1)
+    tie = (
+        (np.abs(rows[a] - rows[b]) <= peak) & (np.abs(cols[a] - cols[b]) <= peak) & (score[a] == score[b])
+    )
+    a, b = a[tie], b[tie]
+    later = np.where((rows[a] > rows[b]) | ((rows[a] == rows[b]) & (cols[a] > cols[b])), a, b)
+    keep = np.ones(rows.size, bool)
+    keep[later] = False
+    return keep
 
 
 def legacy_crowns(mask: np.ndarray, window: Window, image_window: Window, scale: Scale) -> Crowns:
@@ -131,7 +146,7 @@ def legacy_crowns(mask: np.ndarray, window: Window, image_window: Window, scale:
     Returns:
         Crowns (all of the window; ownership is decided by the caller).
     """
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
+    count, _, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
     if count <= 1:
         return _empty()
     x0, y0, w, h, area = (stats[1:, i].astype(np.int64) for i in range(5))
@@ -149,27 +164,17 @@ def legacy_crowns(mask: np.ndarray, window: Window, image_window: Window, scale:
     keep = ~incomplete & (np.maximum(w, h) <= scale.max_diameter_px)
     if not keep.any():
         return _empty()
-    centres = _region_centres(labels, count, window)[1:][keep]
+    centres = _region_centres(centroids[1:][keep], area[keep], window)
     diameters = np.sqrt(4.0 * area[keep] / math.pi)
     return Crowns(centres, diameters.astype(np.float64))
 
 
-def _region_centres(labels: np.ndarray, count: int, window: Window) -> np.ndarray:
-    # Sum integer full-image coordinates exactly, so the centre does not depend on the window origin.
-    rows, cols = np.indices(labels.shape, dtype=np.int64)
-    flat = labels.ravel()
-    area = np.bincount(flat, minlength=count).astype(np.int64)
-    sum_x = np.bincount(flat, weights=(cols.ravel() + window.x0), minlength=count)
-    sum_y = np.bincount(flat, weights=(rows.ravel() + window.y0), minlength=count)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.stack([sum_x / area + 0.5, sum_y / area + 0.5], axis=1)
-
-
-def _position_hash(cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    # A fixed pseudo-random 20-bit number per full-image pixel: breaks ties between equal peaks.
-    h = (cols.astype(np.uint64) * np.uint64(73856093)) ^ (rows.astype(np.uint64) * np.uint64(19349663))
-    h = (h ^ (h >> np.uint64(13))) * np.uint64(0x5BD1E995)
-    return ((h >> np.uint64(7)) & np.uint64(0xFFFFF)).astype(np.float64)
+def _region_centres(local: np.ndarray, area: np.ndarray, window: Window) -> np.ndarray:
+    # OpenCV's centroids are window-relative floats; recover the exact integer coordinate sums and
+    # shift them by whole pixels, so a centre is bit-identical whatever window it was found in.
+    sums = np.round(local * area[:, None]).astype(np.int64)
+    sums += area[:, None] * np.array([window.x0, window.y0], np.int64)
+    return sums / area[:, None] + 0.5
 
 
 def tree_top_crowns(hsv: np.ndarray, mask: np.ndarray, window: Window, scale: Scale) -> Crowns:
@@ -198,20 +203,16 @@ def tree_top_crowns(hsv: np.ndarray, mask: np.ndarray, window: Window, scale: Sc
     smooth = cv2.GaussianBlur(value, (2 * radius + 1, 2 * radius + 1), sigma, borderType=cv2.BORDER_REFLECT)
     # Depth inside the vegetation (capped at the largest crown radius) breaks flat crowns' plateaus
     # towards their middle; brightness still decides in textured canopy.
-    depth = np.minimum(cv2.distanceTransform(mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE), scale.max_radius_px)
+    depth = np.minimum(cv2.distanceTransform(mask, cv2.DIST_L2, cv2.DIST_MASK_5), scale.max_radius_px)
     smooth = smooth + DEPTH_WEIGHT * depth
-    rows, cols = np.indices(mask.shape)
-    # Quantise (1/64 of a grey level) and add a position hash: every peak is strictly unique.
-    key = np.round(smooth.astype(np.float64) * 64.0) * float(1 << 20) + _position_hash(
-        cols + window.x0, rows + window.y0
-    )
     peak = scale.peak_radius_px
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * peak + 1, 2 * peak + 1))
-    tops = veg & (key >= cv2.dilate(key, disc, borderType=cv2.BORDER_CONSTANT, borderValue=-1.0))
+    square = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * peak + 1, 2 * peak + 1))
+    tops = veg & (smooth >= cv2.dilate(smooth, square, borderType=cv2.BORDER_CONSTANT, borderValue=-1.0))
     top_rows, top_cols = np.nonzero(tops)
     if top_rows.size == 0:
         return _empty()
-    return _grow_cells(veg, top_rows, top_cols, window, scale)
+    keep = _first_of_equal_peaks(top_rows, top_cols, smooth[top_rows, top_cols], peak)
+    return _grow_cells(veg, top_rows[keep], top_cols[keep], window, scale)
 
 
 def _grow_cells(veg: np.ndarray, top_rows: np.ndarray, top_cols: np.ndarray, window: Window, scale: Scale) -> Crowns:
@@ -219,18 +220,18 @@ def _grow_cells(veg: np.ndarray, top_rows: np.ndarray, top_cols: np.ndarray, win
     # smaller full-image (row, col), which no window shift can change.
     r_max = scale.max_radius_px
     h, w = veg.shape
-    best = np.full((h, w), np.inf, np.float64)
-    owner = np.full((h, w), -1, np.int64)
+    unreached = np.int32(r_max * r_max + 1)
+    best = np.full((h, w), unreached, np.int32)
+    owner = np.full((h, w), -1, np.int32)
     order = np.lexsort((top_cols, top_rows))
-    offsets = np.arange(-r_max, r_max + 1)
+    offsets = np.arange(-r_max, r_max + 1, dtype=np.int32)
     for index in order:
         r, c = int(top_rows[index]), int(top_cols[index])
         ra, rb = max(0, r - r_max), min(h, r + r_max + 1)
         ca, cb = max(0, c - r_max), min(w, c + r_max + 1)
         dy = offsets[ra - r + r_max : rb - r + r_max, None]
         dx = offsets[ca - c + r_max : cb - c + r_max][None, :]
-        d2 = (dy * dy + dx * dx).astype(np.float64)
-        d2[d2 > r_max * r_max] = np.inf
+        d2 = (dy * dy + dx * dx).astype(np.int32)
         region_best = best[ra:rb, ca:cb]
         closer = d2 < region_best  # strict: an earlier (smaller row, col) top keeps a tie
         region_best[closer] = d2[closer]

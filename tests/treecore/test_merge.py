@@ -1,9 +1,9 @@
 import time
 
 import numpy as np
-from scipy.spatial import cKDTree
-from scipy.sparse.csgraph import connected_components
 from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 
 from treecore.merge import close_pairs, cluster_labels, merge_trees
 from treecore.types import Tree
