@@ -1,16 +1,12 @@
 # The two commands (see README): `make run` starts the service locally, `make test` runs every test.
-# Both create or refresh the .venv (and node_modules for the test services) when missing or stale.
+# Both create or refresh the .venv when missing or stale (it depends on the requirements files).
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-NODE_STAMP := node_modules/.installed
-# Local Ray sized for a small machine (2 cores); override on a bigger one: make run RAY_NUM_CPUS=8
-RAY_NUM_CPUS ?= 2
-RAY_OBJECT_STORE_BYTES ?= 2000000000
 
-.PHONY: run test venv node system-deps lint bench clean
+.PHONY: run test venv lint bench clean
 
 venv: $(STAMP)
 
@@ -22,19 +18,10 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
-node: $(NODE_STAMP)
-
-$(NODE_STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
-	@touch $@
-
-system-deps:
-	@bash scripts/system-deps.sh
-
 run: venv
 	@bash scripts/run-local.sh
 
-test: venv node system-deps
+test: venv
 	$(BIN)/python -m pytest --cov=treecore --cov-report=term
 
 lint: venv
@@ -42,8 +29,7 @@ lint: venv
 
 bench: venv
 	$(BIN)/python benchmarks/detect_speed.py
-	$(BIN)/python benchmarks/obj_speed.py
 	$(BIN)/python benchmarks/quality.py
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .hypothesis .coverage test-artifacts generated_models
+	rm -rf $(VENV) .pytest_cache .hypothesis .coverage test-artifacts generated_models

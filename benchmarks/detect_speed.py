@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,27 +20,10 @@ import numpy as np
 from treecore import DetectionParams, decode_image, detect_trees
 from treecore.vegetation import to_hsv
 
-GSD_M = 0.1
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from make_sample import make_scene  # noqa: E402
 
-
-def make_scene(size: int, seed: int = 7) -> bytes:
-    """A deterministic synthetic aerial scene: shaded crowns of 2-9 m on textured soil, as PNG bytes."""
-    rng = np.random.default_rng(seed)
-    soil = rng.integers(0, 30, (size // 8 + 1, size // 8 + 1, 3), dtype=np.uint8)
-    image = cv2.resize(soil, (size, size), interpolation=cv2.INTER_LINEAR)
-    image = cv2.add(image, np.full_like(image, (140, 115, 85)))
-    count = int(size * size * GSD_M**2 / 60)  # about one crown per 60 m2
-    cols, rows = rng.integers(0, size, count), rng.integers(0, size, count)
-    radii = rng.uniform(1.0, 4.5, count) / GSD_M
-    for c, r, k in zip(cols.tolist(), rows.tolist(), radii.tolist(), strict=True):
-        k = int(k)
-        cv2.circle(image, (c, r), k, (30, 110, 30), -1)
-        cv2.circle(image, (c, r), max(1, k // 2), (45, 160, 45), -1)
-    noise = rng.integers(0, 12, image.shape, dtype=np.uint8)
-    image = cv2.add(image, noise)
-    ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    assert ok
-    return png.tobytes()
+GSD_M = 0.1  # metres per pixel of the synthetic scene
 
 
 def best_of(repeat: int, work) -> tuple[float, object]:
