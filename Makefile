@@ -21,7 +21,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 run: venv
 	@bash scripts/run-local.sh
 
-test: venv
+test: venv lint
 	$(BIN)/python -m pytest --cov=treecore --cov-report=term
 
 lint: venv

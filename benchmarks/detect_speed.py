@@ -61,12 +61,16 @@ def main() -> int:
         params = DetectionParams(real_width=real, real_height=real, method=method, cluster_threshold=0)
         seconds, result = best_of(args.repeat, lambda p=params: detect_trees(decode_image(data, max_pixels=10**9), p))
         rows.append((f"decode + detect_trees ({method})", seconds, len(result.trees)))  # type: ignore[union-attr]
-    print(f"scene {args.size} x {args.size} px ({megapixels:.1f} MP, PNG {len(data) / 1e6:.1f} MB), one core, best of {args.repeat}")
+    print(
+        f"scene {args.size} x {args.size} px ({megapixels:.1f} MP, PNG {len(data) / 1e6:.1f} MB), "
+        f"one core, best of {args.repeat}"
+    )
     print("| step | seconds | MP/s | trees | share of floor speed |")
     print("|---|---|---|---|---|")
     for label, seconds, trees in rows:
         share = floor_s / seconds
-        print(f"| {label} | {seconds:.2f} | {megapixels / seconds:.1f} | {'' if trees is None else trees} | {share:.0%} |")
+        count = "" if trees is None else trees
+        print(f"| {label} | {seconds:.2f} | {megapixels / seconds:.1f} | {count} | {share:.0%} |")
     return 0
 
 

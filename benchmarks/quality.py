@@ -157,7 +157,8 @@ def main() -> int:
     header = "| detector | " + " | ".join(short[n] + " P / R / F1" for n in IMAGES) + " |"
     print(header)
     print("|" + "---|" * (len(IMAGES) + 1))
-    for label, settings in (("legacy algorithm, legacy defaults", LEGACY), ("ours (watershed), one parameter set", BEST)):
+    rows = (("legacy algorithm, legacy defaults", LEGACY), ("ours (watershed), one parameter set", BEST))
+    for label, settings in rows:
         cells = []
         for name in IMAGES:
             s = evaluate(*data[name], settings)

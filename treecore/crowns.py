@@ -120,9 +120,7 @@ def _first_of_equal_peaks(rows: np.ndarray, cols: np.ndarray, score: np.ndarray,
     # Maxima of equal score within one peak square (a plateau) are one top: keep the first in
     # full-image (row, col) order. Depends only on the candidates nearby, never on the window.
     a, b = close_pairs(np.stack([cols, rows], axis=1).astype(np.float64), peak * math.sqrt(2) + 1)
-    tie = (
-        (np.abs(rows[a] - rows[b]) <= peak) & (np.abs(cols[a] - cols[b]) <= peak) & (score[a] == score[b])
-    )
+    tie = (np.abs(rows[a] - rows[b]) <= peak) & (np.abs(cols[a] - cols[b]) <= peak) & (score[a] == score[b])
     a, b = a[tie], b[tie]
     later = np.where((rows[a] > rows[b]) | ((rows[a] == rows[b]) & (cols[a] > cols[b])), a, b)
     keep = np.ones(rows.size, bool)
@@ -174,7 +172,8 @@ def _region_centres(local: np.ndarray, area: np.ndarray, window: Window) -> np.n
     # shift them by whole pixels, so a centre is bit-identical whatever window it was found in.
     sums = np.round(local * area[:, None]).astype(np.int64)
     sums += area[:, None] * np.array([window.x0, window.y0], np.int64)
-    return sums / area[:, None] + 0.5
+    centres: np.ndarray = sums / area[:, None] + 0.5
+    return centres
 
 
 def tree_top_crowns(hsv: np.ndarray, mask: np.ndarray, window: Window, scale: Scale) -> Crowns:

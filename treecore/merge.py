@@ -108,10 +108,7 @@ def merge_trees(trees: Iterable[Tree], cluster_threshold: float) -> list[Tree]:
         labels = cluster_labels(len(data), a, b)
         data = _join_clusters(data, labels)
         data = data[np.lexsort((data[:, 2], data[:, 0], data[:, 1]))]
-    return [
-        Tree(i + 1, *(float(v) for v in row))  # type: ignore[arg-type]
-        for i, row in enumerate(data.tolist())
-    ]
+    return [Tree(i + 1, *(float(v) for v in row)) for i, row in enumerate(data.tolist())]
 
 
 def _join_clusters(data: np.ndarray, labels: np.ndarray) -> np.ndarray:

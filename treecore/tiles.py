@@ -92,7 +92,7 @@ def plan_tiles(
             raise InvalidParametersError(f"tile_size must be at least 1, got {tile_size}")
         rows, cols = math.ceil(height / tile_size), math.ceil(width / tile_size)
     ys, xs = _cuts(height, rows), _cuts(width, cols)
-    tiles = []
+    tiles: list[Tile] = []
     for r in range(rows):
         for c in range(cols):
             core = Window(xs[c], ys[r], xs[c + 1], ys[r + 1])

@@ -31,5 +31,6 @@ def test_empty_inputs_score_zero():
 
 
 def test_voc_boxes_are_read():
-    xml = "<annotation><object><bndbox><xmin>1</xmin><ymin>2</ymin><xmax>3</xmax><ymax>4</ymax></bndbox></object></annotation>"
+    box = "<bndbox><xmin>1</xmin><ymin>2</ymin><xmax>3</xmax><ymax>4</ymax></bndbox>"
+    xml = f"<annotation><object>{box}</object></annotation>"
     assert quality.read_boxes(xml).tolist() == [[1, 2, 3, 4]]
