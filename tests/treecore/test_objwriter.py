@@ -1,0 +1,80 @@
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from treecore.mesh import load_obj, load_obj_file, normalised
+from treecore.objwriter import format_obj_part, iter_obj_parts, rotation_step, write_obj
+from treecore.types import Tree
+
+MODELS = Path(__file__).parents[2] / "tree_model" / "models"
+
+
+@pytest.fixture(scope="module")
+def base():
+    return normalised(load_obj_file(MODELS / "tree_lowpoly.obj"))
+
+
+def forest(n):
+    return [Tree(i + 1, 7.0 * (i % 13), 5.0 * (i // 13), 2.0 + (i % 5), 0, 0, 0) for i in range(n)]
+
+
+def test_scene_reads_back_with_our_loader_and_trimesh(tmp_path, base):
+    import trimesh
+
+    trees = forest(30)
+    obj, mtl = write_obj(tmp_path / "scene.obj", trees, base, mtl_text=(MODELS / "tree_lowpoly.mtl").read_text())
+    assert mtl.read_text().count("newmtl") == 2
+    ours = load_obj(obj.read_text())
+    v, f = len(base.positions), len(base.corners)
+    assert ours.positions.shape == (30 * v, 3) and ours.corners.shape == (30 * f, 3, 3)
+    assert ours.mtllib == "scene.mtl" and ours.material_names == ("bark", "foliage")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mesh = trimesh.load(obj, force="mesh", process=False)
+    assert len(mesh.vertices) == 30 * v and len(mesh.faces) == 30 * f
+    height = base.positions[:, 1].max()
+    assert np.allclose(mesh.bounds[:, 1], [0.0, height * max(t.diameter for t in trees)], atol=1e-3)
+    for k, tree in enumerate(trees):
+        block = ours.positions[k * v : (k + 1) * v]
+        assert np.isclose(block[:, 1].min(), 0, atol=1e-3)
+        assert np.isclose(block[:, 1].max(), height * tree.diameter, atol=1e-3)
+        # the trunk's base ring is centred on the tree: X = x, Z = y
+        trunk_base = block[np.abs(block[:, 1]) < 1e-6]
+        assert np.allclose(trunk_base.mean(axis=0)[[0, 2]], [tree.x, tree.y], atol=1e-3)
+        crown = block[:, [0, 2]] - [tree.x, tree.y]
+        assert np.linalg.norm(crown, axis=1).max() <= tree.diameter / 2 + 1e-3
+    assert obj.read_text().count("\no tree_") == 30
+
+
+def test_parts_are_independent_and_concatenate_to_the_whole(base):
+    trees = forest(25)
+    whole = b"".join(iter_obj_parts(trees, base, mtl_name="s.mtl", trees_per_part=25))
+    pieces = b"".join(iter_obj_parts(trees, base, mtl_name="s.mtl", trees_per_part=4))
+    assert whole == pieces
+    assert format_obj_part(trees[10:15], base, first_index=10) in whole
+    assert whole == b"".join(iter_obj_parts(trees, base, mtl_name="s.mtl", trees_per_part=7))  # same input, same bytes
+
+
+def test_empty_scene_is_a_valid_model(tmp_path, base):
+    obj, _ = write_obj(tmp_path / "empty.obj", [], base, mtl_text="")
+    text = obj.read_text()
+    assert "mtllib empty.mtl" in text and "\nf " not in text and "\nv " not in text
+
+
+def test_rotation_comes_from_the_id(base):
+    assert rotation_step(1) == rotation_step(1) and len({rotation_step(i) for i in range(1, 200)}) > 30
+    a = format_obj_part([Tree(1, 0, 0, 3, 0, 0, 0)], base, first_index=0)
+    b = format_obj_part([Tree(2, 0, 0, 3, 0, 0, 0)], base, first_index=0)
+    assert a.split(b"\n", 1)[1] != b.split(b"\n", 1)[1]
+
+
+def test_failed_write_leaves_nothing(tmp_path, base):
+    class Broken(list):
+        def __getitem__(self, index):
+            raise RuntimeError("source of trees failed mid-write")
+
+    with pytest.raises(RuntimeError, match="mid-write"):
+        write_obj(tmp_path / "s.obj", Broken(forest(3)), base, mtl_text="newmtl x\n")
+    assert list(tmp_path.iterdir()) == []
