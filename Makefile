@@ -1,4 +1,4 @@
-# The two commands (see README): `make run` starts the service locally, `make test` runs every test.
+# The two commands (see README): `make run` runs detection locally on a sample scene, `make test` runs every test.
 # Both create or refresh the .venv when missing or stale (it depends on the requirements files).
 SHELL := /bin/bash
 PYTHON ?= python3.11

@@ -6,14 +6,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from treecore import cli_detect
+from treecore import cli_detect, cli_model
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand and return its exit code (0 ok, 2 bad input)."""
     parser = argparse.ArgumentParser(prog="python -m treecore", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (cli_detect,):
+    for module in (cli_detect, cli_model):
         sub = commands.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(sub)
         sub.set_defaults(run=module.run)

@@ -6,7 +6,8 @@
     ├── InvalidParametersError   detection parameters out of range or inconsistent
     ├── InvalidTreesError        a tree list (detection JSON) that is malformed
     ├── TooManyTreesError        more trees than the caller's limit
-    └── InvalidMeshError         an OBJ/MTL base model that cannot be read (names the line)
+    ├── InvalidMeshError         an OBJ/MTL base model that cannot be read (names the line)
+    └── UnknownModelError        no base model of that name (or a name with path tricks)
 
 Every exception takes one message argument, so it pickles across Ray replicas unchanged.
 """
@@ -40,3 +41,7 @@ class TooManyTreesError(TreecoreError):
 
 class InvalidMeshError(TreecoreError):
     """An OBJ or MTL base model is malformed; the message names the line."""
+
+
+class UnknownModelError(TreecoreError):
+    """No base tree model has that name, or the name is not a plain model name."""

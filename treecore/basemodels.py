@@ -1,0 +1,70 @@
+"""Base tree models by name: a folder of OBJ + MTL pairs (the project's own in tree_model/models)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from treecore.errors import UnknownModelError
+from treecore.mesh import Mesh, load_obj_file, normalised
+from treecore.objwriter import default_mtl
+
+#: The models made by tree_model/make_models.py, next to the package in a checkout or an image.
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "tree_model" / "models"
+DEFAULT_MODEL = "tree_lowpoly"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def check_model_name(name: str) -> str:
+    """A plain model name: letters, digits, '_', '-', '.', no path parts, no '..', at most 100 characters.
+
+    Args:
+        name: the name asked for (a trailing ".obj" is dropped).
+
+    Returns:
+        The name without ".obj".
+
+    Raises:
+        UnknownModelError: anything else (path tricks included).
+    """
+    stem = name[:-4] if name.endswith(".obj") else name
+    if not _NAME.match(stem) or ".." in stem:
+        raise UnknownModelError(f"{name!r} is not a valid tree model name (letters, digits, '_', '-', '.')")
+    return stem
+
+
+def list_models(models_dir: Path = DEFAULT_MODELS_DIR) -> list[str]:
+    """Names of the OBJ models in the folder, sorted.
+
+    Args:
+        models_dir: the folder.
+
+    Returns:
+        Model names (file stems).
+    """
+    return sorted(p.stem for p in models_dir.glob("*.obj") if _NAME.match(p.stem))
+
+
+def load_model(name: str, models_dir: Path = DEFAULT_MODELS_DIR) -> tuple[Mesh, str]:
+    """A base model by name, normalised to crown diameter 1, with its MTL text.
+
+    Args:
+        name: model name, e.g. "tree_lowpoly".
+        models_dir: the folder holding <name>.obj (and <name>.mtl).
+
+    Returns:
+        (mesh, mtl text); a model without an MTL gets a plain material per material name.
+
+    Raises:
+        UnknownModelError: bad name or no such model.
+        InvalidMeshError: the OBJ is malformed.
+    """
+    stem = check_model_name(name)
+    obj = models_dir / f"{stem}.obj"
+    if not obj.is_file():
+        known = ", ".join(list_models(models_dir)) or "none"
+        raise UnknownModelError(f"no tree model named {stem!r} (available: {known})")
+    mesh = normalised(load_obj_file(obj))
+    mtl = models_dir / (mesh.mtllib or f"{stem}.mtl")
+    mtl_text = mtl.read_text() if mesh.mtllib and check_model_name(mtl.stem) and mtl.is_file() else default_mtl(mesh)
+    return mesh, mtl_text
