@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from treecore import cli_detect, cli_model
+from treecore.errors import TreecoreError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -18,7 +19,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         module.add_arguments(sub)
         sub.set_defaults(run=module.run)
     args = parser.parse_args(argv)
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except TreecoreError as exc:  # bad input: one line on stderr, nothing written
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

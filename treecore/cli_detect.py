@@ -11,8 +11,7 @@ from pathlib import Path
 import cv2
 
 from treecore.detect import detect_trees
-from treecore.errors import TreecoreError
-from treecore.files import write_atomic
+from treecore.files import read_input, write_atomic
 from treecore.imageio import decode_image
 from treecore.overlay import draw_overlay
 from treecore.report import result_to_dict
@@ -55,28 +54,13 @@ def run(args: argparse.Namespace) -> int:
         args: parsed arguments.
 
     Returns:
-        0 on success, 2 for bad input (message on stderr, nothing written).
+        0 on success. Bad input raises a TreecoreError before anything is written.
     """
     started = time.perf_counter()
-    try:
-        params = DetectionParams(
-            **{
-                name: getattr(args, name)
-                for name in (
-                    "hue_min hue_max sat_min sat_max val_min val_max min_diameter max_diameter "
-                    "cluster_threshold real_width real_height method"
-                ).split()
-            }
-        )
-        try:
-            data = args.image.read_bytes()
-        except OSError as exc:
-            raise TreecoreError(f"cannot read {args.image}: {exc.strerror}") from exc
-        image = decode_image(data, max_pixels=args.max_pixels)
-        result = detect_trees(image, params, n_tiles=args.tiles)
-    except TreecoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    names = "hue_min hue_max sat_min sat_max val_min val_max min_diameter max_diameter cluster_threshold"
+    params = DetectionParams(**{n: getattr(args, n) for n in (names + " real_width real_height method").split()})
+    image = decode_image(read_input(args.image), max_pixels=args.max_pixels)
+    result = detect_trees(image, params, n_tiles=args.tiles)
     report = result_to_dict(result)
     text = json.dumps(report, indent=1) + "\n"
     if args.output:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from treecore.basemodels import DEFAULT_MODEL, DEFAULT_MODELS_DIR, load_model
 from treecore.errors import TreecoreError
+from treecore.files import read_input
 from treecore.mesh import load_obj_file, normalised
 from treecore.objwriter import default_mtl, write_obj
 from treecore.treesio import parse_trees
@@ -39,27 +40,21 @@ def run(args: argparse.Namespace) -> int:
         args: parsed arguments.
 
     Returns:
-        0 on success, 2 for bad input (message on stderr, nothing written).
+        0 on success. Bad input raises a TreecoreError before anything is written.
     """
     started = time.perf_counter()
     try:
-        try:
-            payload = json.loads(args.trees.read_text())
-        except OSError as exc:
-            raise TreecoreError(f"cannot read {args.trees}: {exc.strerror}") from exc
-        except ValueError as exc:
-            raise TreecoreError(f"{args.trees} is not valid JSON: {exc}") from exc
-        trees = parse_trees(payload, max_trees=args.max_trees)
-        if args.base.endswith(".obj") or "/" in args.base:
-            mesh = normalised(load_obj_file(args.base))
-            mtl = Path(args.base).with_suffix(".mtl")
-            mtl_text = mtl.read_text() if mtl.is_file() else default_mtl(mesh)
-        else:
-            mesh, mtl_text = load_model(args.base, args.models_dir)
-        obj, mtl_path = write_obj(args.output, trees, mesh, mtl_text=mtl_text)
-    except TreecoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        payload = json.loads(read_input(args.trees))
+    except ValueError as exc:
+        raise TreecoreError(f"{args.trees} is not valid JSON: {exc}") from exc
+    trees = parse_trees(payload, max_trees=args.max_trees)
+    if args.base.endswith(".obj") or "/" in args.base:
+        mesh = normalised(load_obj_file(args.base))
+        mtl = Path(args.base).with_suffix(".mtl")
+        mtl_text = mtl.read_text() if mtl.is_file() else default_mtl(mesh)
+    else:
+        mesh, mtl_text = load_model(args.base, args.models_dir)
+    obj, mtl_path = write_obj(args.output, trees, mesh, mtl_text=mtl_text)
     size_mb = obj.stat().st_size / 1e6
     print(
         f"{obj.name} + {mtl_path.name}: {len(trees)} trees of {mesh.name} "

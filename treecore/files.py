@@ -1,10 +1,12 @@
-"""Whole-file writes that no reader sees half done: a temporary name in the same folder, then rename."""
+"""File helpers for the CLI: inputs read with a clear error, outputs written atomically (temp + rename)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+from treecore.errors import TreecoreError
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -29,3 +31,18 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
         Path(temp).unlink(missing_ok=True)
         raise
     return target
+
+
+def read_input(path: str | os.PathLike[str]) -> bytes:
+    """Read an input file, turning an OS error into a TreecoreError that names the file.
+
+    Args:
+        path: the file.
+
+    Returns:
+        Its bytes.
+    """
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise TreecoreError(f"cannot read {path}: {exc.strerror}") from exc
