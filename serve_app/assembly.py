@@ -1,0 +1,139 @@
+"""Model assembly: OBJ parts formatted in parallel threads, concatenated in order, returned or stored."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from serve_app.storage import ModelStore, StoredModel
+from treecore.basemodels import DEFAULT_MODELS_DIR, check_model_name, load_model
+from treecore.mesh import Mesh
+from treecore.objwriter import TREES_PER_PART, format_obj_part, obj_header
+from treecore.types import Tree
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: OBJ media type (registered 2022); browsers and the legacy front end treat it as a download.
+OBJ_MEDIA_TYPE = "model/obj"
+MTL_MEDIA_TYPE = "model/mtl"
+
+
+@dataclass(frozen=True)
+class InlineModel:
+    """A small scene returned in the response body: the OBJ bytes (its `mtllib` names `mtl_name`)."""
+
+    filename: str
+    data: bytes
+    mtl_name: str
+    total_trees: int
+
+
+def ordered_parallel(fn: Callable[[T], R], items: Iterable[T], *, workers: int) -> Iterator[R]:
+    """fn over items in `workers` threads, yielded in input order, at most 2 x workers results held.
+
+    Args:
+        fn: the work (numpy-heavy work releases the GIL, so threads overlap).
+        items: inputs.
+        workers: threads.
+
+    Yields:
+        fn(item) for each item, in order.
+    """
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="obj-part") as pool:
+        pending: deque[Future[R]] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+class ModelBuilder:
+    """Makes merged OBJ scenes from a base model folder and hands large ones to a store."""
+
+    def __init__(
+        self, store: ModelStore, *, models_dir: Path = DEFAULT_MODELS_DIR, workers: int = 2, trees_per_part: int = 0
+    ) -> None:
+        """A builder.
+
+        Args:
+            store: where stored scenes go.
+            models_dir: folder of base models (<name>.obj + <name>.mtl).
+            workers: threads formatting parts.
+            trees_per_part: trees per part (0: treecore's default).
+        """
+        self.store = store
+        self.models_dir = models_dir
+        self.workers = workers
+        self.trees_per_part = trees_per_part or TREES_PER_PART
+        self._models: dict[str, tuple[Mesh, str]] = {}
+        self._lock = threading.Lock()
+
+    def model(self, name: str) -> tuple[Mesh, str]:
+        """A base model (mesh normalised to crown diameter 1, MTL text), loaded once.
+
+        Args:
+            name: model name.
+
+        Returns:
+            (mesh, mtl text).
+        """
+        stem = check_model_name(name)
+        with self._lock:
+            if stem not in self._models:
+                self._models[stem] = load_model(stem, self.models_dir)
+            return self._models[stem]
+
+    def parts(self, trees: list[Tree], mesh: Mesh, *, mtl_name: str) -> Iterator[bytes]:
+        """The scene as ordered byte parts: header, then ranges of trees formatted in parallel.
+
+        Args:
+            trees: the trees, in scene order.
+            mesh: the base mesh.
+            mtl_name: the MTL file the OBJ names.
+
+        Yields:
+            Bytes to concatenate in order.
+        """
+        yield obj_header(mesh, mtl_name=mtl_name)
+        step = self.trees_per_part
+        starts = range(0, len(trees), step)
+        yield from ordered_parallel(
+            lambda s: format_obj_part(trees[s : s + step], mesh, first_index=s), starts, workers=self.workers
+        )
+
+    def build(self, trees: list[Tree], base_model: str, *, store: bool, name: str) -> InlineModel | StoredModel:
+        """One scene: inline bytes, or stored as `<name>.obj` + `<name>.mtl`.
+
+        Args:
+            trees: the trees.
+            base_model: base model name.
+            store: store it (large scenes) instead of returning the bytes.
+            name: file stem (letters, digits, '_').
+
+        Returns:
+            InlineModel, or the StoredModel of the OBJ.
+        """
+        mesh, mtl_text = self.model(base_model)
+        if not store:
+            mtl_name = f"{check_model_name(base_model)}.mtl"
+            data = b"".join(self.parts(trees, mesh, mtl_name=mtl_name))
+            return InlineModel(f"{name}.obj", data, mtl_name, len(trees))
+        self.store.save(f"{name}.mtl", [mtl_text.encode()], content_type=MTL_MEDIA_TYPE)
+        return self.store.save(
+            f"{name}.obj", self.parts(trees, mesh, mtl_name=f"{name}.mtl"), content_type=OBJ_MEDIA_TYPE
+        )

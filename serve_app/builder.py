@@ -1,0 +1,71 @@
+"""`build_app(args)`: the application graph, from the typed `args` of serve_config.yaml."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray.serve import Application
+from ray.serve.deployment import Deployment
+
+from serve_app.deployments import Detector, Ingress, ModelAssembler, TileSplitter
+from serve_app.settings import Settings
+from treecore.basemodels import DEFAULT_MODELS_DIR
+
+
+class AppArgs(BaseModel):
+    """Structural arguments of the application (serve_config.yaml `args`); unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tiles_per_replica: int = Field(1, ge=1, le=16, description="tiles per running Detector replica")
+    min_tile_pixels: int = Field(1_000_000, ge=1, description="the smallest worthwhile tile, pixels")
+    detector_attempts: int = Field(3, ge=1, le=10, description="tries per call when a replica dies")
+    assembler_threads: int = Field(2, ge=1, le=64, description="threads formatting OBJ parts")
+    trees_per_part: int = Field(0, ge=0, description="trees per OBJ part (0: treecore's default)")
+    models_dir: str = Field(str(DEFAULT_MODELS_DIR), description="folder of base tree models")
+
+
+def bind_graph(app_args: AppArgs, *, options: dict[str, dict[str, Any]] | None = None) -> Application:
+    """Bind Ingress over TileSplitter, Detector and ModelAssembler.
+
+    Args:
+        app_args: structural arguments.
+        options: per deployment name, `.options(...)` keyword arguments (tests size replicas this way;
+            serve_config.yaml does it for `serve run` and KubeRay).
+
+    Returns:
+        The bound application.
+    """
+    options = options or {}
+
+    def with_options(deployment: Deployment) -> Deployment:
+        return deployment.options(**options[deployment.name]) if deployment.name in options else deployment
+
+    settings = Settings.from_env()  # fail at deploy time, not on the first request, on a bad variable
+    splitter = with_options(TileSplitter).bind(settings.max_image_pixels)
+    detector = with_options(Detector).bind()
+    assembler = with_options(ModelAssembler).bind(
+        app_args.models_dir, app_args.assembler_threads, app_args.trees_per_part
+    )
+    return with_options(Ingress).bind(
+        splitter,
+        detector,
+        assembler,
+        app_args.tiles_per_replica,
+        app_args.min_tile_pixels,
+        app_args.detector_attempts,
+        app_args.models_dir,
+    )
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """The Serve application (the import path in serve_config.yaml).
+
+    Args:
+        args: serve_config.yaml's `args` (see AppArgs); an empty dict takes every default.
+
+    Returns:
+        The bound application, ready for `serve.run` or `serve run serve_config.yaml`.
+    """
+    return bind_graph(AppArgs.model_validate(args or {}))

@@ -1,0 +1,112 @@
+"""Service error classes and the one place that maps every error to an HTTP status.
+
+    ServiceError
+    ├── JobNotFoundError           no job with that id, or it expired (404)
+    ├── TooManyJobsError           the job table or the running-job limit is full (429)
+    └── ServiceUnavailableError    a pipeline stage failed after its retries (503)
+
+treecore errors (the user's input) and storage errors (the service's storage) are mapped here too.
+Every exception takes one message argument, so it pickles across Ray replicas unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from serve_app.storage import StorageError
+from treecore.errors import (
+    ImageTooLargeError,
+    InvalidImageError,
+    InvalidMeshError,
+    InvalidParametersError,
+    InvalidTreesError,
+    TooManyTreesError,
+    TreecoreError,
+    UnknownModelError,
+)
+
+logger = logging.getLogger("serve_app")
+
+
+class ServiceError(Exception):
+    """Base class of the errors the service layer raises on purpose."""
+
+
+class JobNotFoundError(ServiceError):
+    """No job has that id (never made, or removed after its time to live)."""
+
+
+class TooManyJobsError(ServiceError):
+    """The job table is full or too many jobs are running; try again later."""
+
+
+class ServiceUnavailableError(ServiceError):
+    """A pipeline stage (a replica) failed even after its retries."""
+
+
+#: Status code per error class; a subclass not listed takes its nearest listed base class's code.
+STATUS_CODES: dict[type[BaseException], int] = {
+    InvalidImageError: 400,
+    InvalidParametersError: 422,
+    InvalidTreesError: 422,
+    ImageTooLargeError: 413,
+    TooManyTreesError: 413,
+    UnknownModelError: 404,
+    InvalidMeshError: 422,
+    TreecoreError: 400,
+    JobNotFoundError: 404,
+    TooManyJobsError: 429,
+    ServiceUnavailableError: 503,
+    StorageError: 503,
+}
+
+
+def status_for(exc: BaseException) -> int:
+    """The HTTP status of an error: its own class's, else its nearest base's, else 500.
+
+    Args:
+        exc: the error.
+
+    Returns:
+        An HTTP status code.
+    """
+    for cls in type(exc).__mro__:
+        if cls in STATUS_CODES:
+            return STATUS_CODES[cls]
+    return 500
+
+
+def error_body(exc: BaseException) -> dict[str, str]:
+    """The JSON body of an error response: {"detail": message}.
+
+    Args:
+        exc: the error.
+
+    Returns:
+        The body; a 5xx that is not ours says only that the service failed (no trace, no secrets).
+    """
+    if status_for(exc) == 500:
+        return {"detail": "internal error: the service failed on this request; it is logged"}
+    return {"detail": str(exc)}
+
+
+def add_exception_handlers(app: FastAPI, status_codes: dict[type[BaseException], int] = STATUS_CODES) -> None:
+    """Register one handler per error class that answers {"detail": message} with its status.
+
+    Args:
+        app: the FastAPI app.
+        status_codes: the mapping (default STATUS_CODES).
+    """
+
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        status = status_for(exc)
+        # Only 5xx are the service's fault and worth a log line; 4xx are the caller's input.
+        if status >= 500:
+            logger.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
+        return JSONResponse(error_body(exc), status_code=status)
+
+    for cls in status_codes:
+        app.add_exception_handler(cls, handler)

@@ -1,0 +1,307 @@
+"""The HTTP API: a FastAPI app factory over the pipeline stages (legacy paths, form fields and defaults)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from serve_app import __version__
+from serve_app.assembly import MTL_MEDIA_TYPE, OBJ_MEDIA_TYPE, InlineModel
+from serve_app.errors import add_exception_handlers
+from serve_app.jobs import JobTable
+from serve_app.metrics import Metrics
+from serve_app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, HeadersAndMetricsMiddleware
+from serve_app.pipeline import Progress, Stages, detect, model_name
+from serve_app.schemas import (
+    DetectResponse,
+    ErrorResponse,
+    HealthResponse,
+    JobCreated,
+    JobResponse,
+    ModelList,
+    StoredModelResponse,
+)
+from serve_app.settings import Settings
+from serve_app.storage import StoredModel
+from treecore.basemodels import DEFAULT_MODEL, DEFAULT_MODELS_DIR, check_model_name, list_models
+from treecore.errors import InvalidImageError, InvalidTreesError, UnknownModelError
+from treecore.imageio import check_image_size
+from treecore.report import result_to_dict
+from treecore.treesio import parse_trees
+from treecore.types import DetectionParams
+
+SERVICE = "tree-detection"
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse}
+    for code in (400, 401, 404, 413, 422, 429, 503)  # every status errors.STATUS_CODES can give
+}
+
+
+def detection_params(
+    hue_min: Annotated[int, Form(description="OpenCV hue, 0-179")] = 35,
+    hue_max: Annotated[int, Form(description="OpenCV hue, 0-179")] = 85,
+    sat_min: Annotated[int, Form(description="0-255")] = 40,
+    sat_max: Annotated[int, Form(description="0-255")] = 255,
+    val_min: Annotated[int, Form(description="0-255")] = 40,
+    val_max: Annotated[int, Form(description="0-255")] = 255,
+    min_diameter: Annotated[float, Form(description="smallest crown, metres")] = 3.0,
+    max_diameter: Annotated[float, Form(description="largest crown, metres")] = 15.0,
+    cluster_threshold: Annotated[float, Form(description="merge trees closer than this, metres (0: off)")] = 10.0,
+    real_width: Annotated[float, Form(description="metres the image covers left to right")] = 100.0,
+    real_height: Annotated[float, Form(description="metres the image covers top to bottom")] = 100.0,
+    method: Annotated[
+        Literal["watershed", "legacy"], Form(description="watershed splits touching crowns; legacy = old backend")
+    ] = "watershed",
+) -> DetectionParams:
+    """The legacy form fields, with their legacy defaults, as DetectionParams (which checks every range)."""
+    return DetectionParams(
+        hue_min=hue_min,
+        hue_max=hue_max,
+        sat_min=sat_min,
+        sat_max=sat_max,
+        val_min=val_min,
+        val_max=val_max,
+        min_diameter=min_diameter,
+        max_diameter=max_diameter,
+        cluster_threshold=cluster_threshold,
+        real_width=real_width,
+        real_height=real_height,
+        method=method,
+    )
+
+
+Params = Annotated[DetectionParams, Depends(detection_params)]
+ImageFile = Annotated[UploadFile, File(description="PNG, JPEG or TIFF; 8 or 16 bit; gray, RGB, RGBA or palette")]
+
+
+def create_app(
+    settings: Settings,
+    stages: Stages,
+    *,
+    metrics: Metrics | None = None,
+    models_dir: Path = DEFAULT_MODELS_DIR,
+) -> FastAPI:
+    """The service's FastAPI app.
+
+    Args:
+        settings: process settings (limits, storage, API key, CORS).
+        stages: the pipeline (Serve deployment handles, or in-process stages).
+        metrics: request and pipeline metrics (default: in-memory only).
+        models_dir: folder of base tree models served by /tree-models.
+
+    Returns:
+        The app.
+    """
+    metrics = metrics if metrics is not None else Metrics()
+    jobs = JobTable(max_jobs=settings.max_jobs, max_running=settings.max_running_jobs, ttl_s=settings.job_ttl_s)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await jobs.close()  # replica shutdown: running jobs are cancelled, not orphaned
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="Tree detection",
+        version=__version__,
+        description="Trees from aerial and satellite image tiles, and 3D tree scenes from those trees.",
+        responses=_ERRORS,
+    )
+    app.state.jobs = jobs
+    add_exception_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "DELETE"]
+        )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    app.add_middleware(HeadersAndMetricsMiddleware, metrics=metrics)
+
+    async def read_image(image: UploadFile) -> bytes:
+        data = await image.read()
+        if not data:
+            raise InvalidImageError("the uploaded image is empty (0 bytes)")
+        check_image_size(data, max_pixels=settings.max_image_pixels)  # 413 before any work starts
+        return data
+
+    async def run_detection(data: bytes, params: DetectionParams, progress: Progress) -> dict[str, Any]:
+        return result_to_dict(await detect(stages, data, params, progress=progress, metrics=metrics))
+
+    async def build_model(
+        trees_payload: Any, base_model: str, progress: Progress, *, force_store: bool
+    ) -> tuple[InlineModel | StoredModel, int]:
+        trees = parse_trees(trees_payload, max_trees=settings.max_trees_limit)
+        base = check_model_name(base_model)
+        store = force_store or len(trees) > settings.large_model_threshold
+        progress.stage = "storing" if store else "generating"
+        started = time.perf_counter()
+        built = await stages.build_model(trees, base, store=store, name=model_name(len(trees)))
+        metrics.stage("generate", time.perf_counter() - started)
+        return built, len(trees)
+
+    def stored_body(request: Request, stored: StoredModel, total_trees: int) -> dict[str, Any]:
+        url = stored.url if "://" in stored.url else str(request.url_for("download_model", filename=stored.name))
+        return {
+            "download_url": url,
+            "filename": stored.name,
+            "filesize_mb": round(stored.size_bytes / 1e6, 2),
+            "total_trees": total_trees,
+            "message": f"The model has {total_trees:,} trees, more than {settings.large_model_threshold:,}: "
+            "it was stored; download it from download_url before it expires.",
+            "expires_in": stored.expires_in_s,
+        }
+
+    @app.get("/health", response_model=HealthResponse, tags=["service"])
+    async def health() -> dict[str, Any]:
+        """Liveness: 200 while the ingress answers (legacy body)."""
+        return {"status": "ok", "service": SERVICE, "version": __version__}
+
+    @app.get("/", tags=["service"])
+    async def info() -> dict[str, Any]:
+        """Service info: version, limits, storage, pipeline deployments, totals."""
+        return {
+            "service": SERVICE,
+            "version": __version__,
+            "docs": "/docs",
+            "limits": {
+                "max_upload_bytes": settings.max_upload_bytes,
+                "max_image_pixels": settings.max_image_pixels,
+                "max_trees_limit": settings.max_trees_limit,
+                "large_model_threshold": settings.large_model_threshold,
+                "max_jobs": settings.max_jobs,
+                "max_running_jobs": settings.max_running_jobs,
+            },
+            "storage": settings.storage_kind,
+            "pipeline": stages.describe(),
+            "api_key_required": bool(settings.api_key),
+            "totals": metrics.snapshot(),
+        }
+
+    @app.post("/detect-trees", response_model=DetectResponse, tags=["detection"])
+    async def detect_trees(params: Params, image: ImageFile) -> JSONResponse:
+        """Detect trees in an image tile: positions and crown diameters in metres."""
+        data = await read_image(image)
+        return JSONResponse(await run_detection(data, params, Progress()))
+
+    @app.post(
+        "/generate-model",
+        tags=["3d"],
+        responses={
+            200: {
+                "content": {
+                    OBJ_MEDIA_TYPE: {},
+                    "application/json": {"schema": StoredModelResponse.model_json_schema()},
+                },
+                "description": "the OBJ scene (up to LARGE_MODEL_THRESHOLD trees) or, above it, {download_url, ...}",
+            }
+        },
+    )
+    async def generate_model(
+        request: Request,
+        base_model: Annotated[str | None, Query(description="base tree model (default tree_lowpoly)")] = None,
+        format: Annotated[Literal["obj"], Query(description="output format")] = "obj",  # noqa: A002
+    ) -> Response:
+        """One 3D scene (OBJ + MTL) from a /detect-trees response (JSON body; extra fields ignored)."""
+        try:
+            payload = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidTreesError(f"the body is not valid JSON: {exc}") from None
+        chosen = base_model or (payload.get("base_model") if isinstance(payload, dict) else None) or DEFAULT_MODEL
+        if not isinstance(chosen, str):
+            raise UnknownModelError("base_model must be a model name (a string)")
+        built, total = await build_model(payload, chosen, Progress(), force_store=False)
+        if isinstance(built, InlineModel):
+            return Response(
+                built.data,
+                media_type=OBJ_MEDIA_TYPE,
+                headers={
+                    "Content-Disposition": f'attachment; filename="{built.filename}"',
+                    "X-Total-Trees": str(built.total_trees),
+                    "X-Mtl-Url": str(request.url_for("tree_model_file", filename=built.mtl_name)),
+                },
+            )
+        return JSONResponse(stored_body(request, built, total))
+
+    @app.get("/tree-models", response_model=ModelList, tags=["3d"])
+    async def tree_models(request: Request) -> dict[str, Any]:
+        """The base tree models, each with the URLs of its OBJ and MTL."""
+        names = list_models(models_dir)
+        return {
+            "default": DEFAULT_MODEL,
+            "models": [
+                {
+                    "name": name,
+                    "obj_url": str(request.url_for("tree_model_file", filename=f"{name}.obj")),
+                    "mtl_url": str(request.url_for("tree_model_file", filename=f"{name}.mtl")),
+                }
+                for name in names
+            ],
+        }
+
+    @app.get("/tree-models/{filename}", name="tree_model_file", tags=["3d"], response_class=FileResponse)
+    async def tree_model_file(filename: str) -> FileResponse:
+        """A base tree model's OBJ or MTL file by name, e.g. tree_lowpoly.obj."""
+        stem, dot, ext = filename.rpartition(".")
+        if not dot or ext not in ("obj", "mtl"):
+            raise UnknownModelError(f"{filename!r}: ask for <name>.obj or <name>.mtl")
+        stem = check_model_name(stem)
+        path = models_dir / f"{stem}.{ext}"
+        if stem not in list_models(models_dir) or not path.is_file():
+            raise UnknownModelError(f"no tree model file {stem}.{ext} (see GET /tree-models)")
+        media = OBJ_MEDIA_TYPE if ext == "obj" else MTL_MEDIA_TYPE
+        return FileResponse(path, media_type=media, filename=f"{stem}.{ext}")
+
+    @app.get("/download/{filename}", name="download_model", tags=["3d"], response_class=FileResponse)
+    async def download_model(filename: str) -> FileResponse:
+        """A stored large model (local storage only; with Azure the download_url points at the blob)."""
+        if settings.storage_kind != "local":
+            raise UnknownModelError("models are stored in Azure Blob Storage here: use the download_url you were given")
+        stem = check_model_name(filename.rpartition(".")[0] or filename)
+        ext = filename.rpartition(".")[2]
+        path = settings.generated_models_dir / f"{stem}.{ext}"
+        if ext not in ("obj", "mtl") or not path.is_file():
+            raise UnknownModelError(f"no stored model {filename!r} (expired, or never made)")
+        return FileResponse(path, media_type=OBJ_MEDIA_TYPE if ext == "obj" else MTL_MEDIA_TYPE, filename=path.name)
+
+    @app.post("/jobs", status_code=202, response_model=JobCreated, tags=["jobs"])
+    async def create_job(
+        request: Request,
+        params: Params,
+        image: ImageFile,
+        kind: Annotated[Literal["detect", "detect-and-generate"], Form()] = "detect",
+        base_model: Annotated[str, Form()] = DEFAULT_MODEL,
+    ) -> dict[str, Any]:
+        """Start a detection (or detection then a stored 3D model) in the background; poll GET /jobs/{id}."""
+        data = await read_image(image)
+        base = check_model_name(base_model)
+
+        async def work(progress: Progress) -> dict[str, Any]:
+            detection = await run_detection(data, params, progress)
+            if kind == "detect":
+                return detection
+            stored, total = await build_model(detection, base, progress, force_store=True)
+            assert isinstance(stored, StoredModel)  # force_store: always stored
+            return {"detection": detection, "model": stored_body(request, stored, total)}
+
+        job = jobs.submit(kind, work)
+        return {"id": job.id, "state": job.state, "status_url": str(request.url_for("get_job", job_id=job.id))}
+
+    @app.get("/jobs/{job_id}", name="get_job", response_model=JobResponse, tags=["jobs"])
+    async def get_job(job_id: str) -> JSONResponse:
+        """A job's state and progress (tiles done / total, trees so far, stage), then its result or error."""
+        return JSONResponse(jobs.get(job_id).as_dict())
+
+    @app.delete("/jobs/{job_id}", response_model=JobResponse, tags=["jobs"])
+    async def cancel_job(job_id: str) -> JSONResponse:
+        """Cancel a running job (a finished one is returned as it is)."""
+        return JSONResponse(jobs.cancel(job_id).as_dict())
+
+    return app

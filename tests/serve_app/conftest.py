@@ -1,0 +1,152 @@
+"""Fixtures of the service tests: synthetic uploads, an in-process app, and one real local Ray Serve per session."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from scripts.make_sample import make_scene
+from serve_app.assembly import ModelBuilder
+from serve_app.ingress import create_app
+from serve_app.pipeline import LocalStages
+from serve_app.settings import Settings
+from serve_app.storage import LocalModelStore
+
+#: Every form field of the legacy front end, as the strings a browser form sends.
+LEGACY_FORM = {
+    "hue_min": "35",
+    "hue_max": "85",
+    "sat_min": "40",
+    "sat_max": "255",
+    "val_min": "40",
+    "val_max": "255",
+    "min_diameter": "2",
+    "max_diameter": "15",
+    "cluster_threshold": "0",
+    "real_width": "102.4",
+    "real_height": "102.4",
+}
+
+
+@pytest.fixture(scope="session")
+def scene_png() -> bytes:
+    """A 1024 x 1024 synthetic scene (10 cm per pixel, about 170 crowns)."""
+    return make_scene(1024)
+
+
+def local_client(tmp_path: Path, **overrides: Any) -> TestClient:
+    """A TestClient on create_app with in-process stages and local storage in tmp_path."""
+    models = tmp_path / "generated"
+    models.mkdir(exist_ok=True)
+    settings = Settings(generated_models_dir=models, **overrides)
+    builder = ModelBuilder(LocalModelStore(models, "/download"), workers=2)
+    stages = LocalStages(builder, max_pixels=settings.max_image_pixels, workers=2, min_tile_pixels=200_000)
+    return TestClient(create_app(settings, stages))
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    """The in-process app with default settings (small large-model threshold for speed)."""
+    with local_client(tmp_path, large_model_threshold=50, max_trees_limit=500) as test_client:
+        yield test_client
+
+
+def free_port() -> int:
+    """A free loopback TCP port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+#: Size of the Ray started for the tests: this machine has 2 cores.
+RAY_CPUS = 2
+RAY_OBJECT_STORE_BYTES = 1_000_000_000
+API_KEY = "test-key-0123456789"
+
+
+@pytest.fixture(scope="session")
+def serve_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment of the Serve replicas (set before Ray starts, so every worker inherits it)."""
+    return {
+        "GENERATED_MODELS_DIR": str(tmp_path_factory.mktemp("serve_models")),
+        "LARGE_MODEL_THRESHOLD": "100",
+        "MAX_TREES_LIMIT": "3000",
+        "MAX_UPLOAD_BYTES": str(40 * 1024 * 1024),
+        "MAX_IMAGE_PIXELS": str(40_000_000),
+        "MAX_RUNNING_JOBS": "2",
+    }
+
+
+@pytest.fixture(scope="session")
+def serve_url(serve_env: dict[str, str]) -> Iterator[str]:
+    """One real local Ray Serve for the session: the app at /, the same app with API_KEY at /secured.
+
+    Ray gets 2 CPUs and a 1 GB object store; Detector replicas take half a CPU each so both apps fit.
+    Shut down (Serve, then Ray) at the end of the session.
+    """
+    ray = pytest.importorskip("ray")
+    from ray import serve
+
+    from serve_app.builder import AppArgs, bind_graph
+
+    saved = {name: os.environ.get(name) for name in serve_env}
+    os.environ.update(serve_env)
+    for name in ("API_KEY", "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_URL"):
+        os.environ.pop(name, None)
+    port = free_port()
+    ray.init(
+        num_cpus=RAY_CPUS,
+        object_store_memory=RAY_OBJECT_STORE_BYTES,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"RAY_SERVE_LOG_TO_STDERR": "0"}},
+    )
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        args = AppArgs(min_tile_pixels=250_000, detector_attempts=3)
+        half_cpu = {"ray_actor_options": {"num_cpus": 0.5}}
+        no_cpu = {"ray_actor_options": {"num_cpus": 0}}
+        options = {
+            "Ingress": no_cpu,
+            "TileSplitter": no_cpu,
+            "ModelAssembler": no_cpu,
+            "Detector": {"num_replicas": 2, "max_ongoing_requests": 2, **half_cpu},
+        }
+        serve.run(bind_graph(args, options=options), name="tree-detection", route_prefix="/")
+        secured_env = {"runtime_env": {"env_vars": {"API_KEY": API_KEY}}, "num_cpus": 0}
+        secured = {
+            **options,
+            "Ingress": {"ray_actor_options": secured_env},
+            "Detector": {"num_replicas": 1, **half_cpu},
+        }
+        serve.run(bind_graph(args, options=secured), name="secured", route_prefix="/secured")
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("Ray Serve did not answer /health within 120 s")
+        yield url
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value

@@ -1,0 +1,275 @@
+"""The HTTP API on the bare FastAPI app (TestClient, in-process stages): fast checks of every route."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import trimesh
+from fastapi.testclient import TestClient
+
+from serve_app.settings import Settings
+from tests.serve_app.conftest import API_KEY, LEGACY_FORM, local_client
+from treecore.detect import detect_trees
+from treecore.imageio import decode_image
+from treecore.report import result_to_dict
+from treecore.types import DetectionParams
+
+TREE_FIELDS = {"id": int, "x": float, "y": float, "diameter": float, "pixel_x": float, "pixel_y": float}
+
+
+def _detect(client: TestClient, png: bytes, **form: str):
+    return client.post("/detect-trees", files={"image": ("tile.png", png, "image/png")}, data={**LEGACY_FORM, **form})
+
+
+def test_health_is_the_legacy_body_and_open(client: TestClient) -> None:
+    body = client.get("/health").json()
+    assert body["status"] == "ok" and body["service"] == "tree-detection" and body["version"]
+
+
+def test_info_lists_limits_and_pipeline(client: TestClient) -> None:
+    body = client.get("/").json()
+    assert body["limits"]["max_trees_limit"] == 500
+    assert body["storage"] == "local" and body["pipeline"]["mode"] == "in-process"
+
+
+def test_legacy_client_gets_every_field_with_its_type(client: TestClient, scene_png: bytes) -> None:
+    response = _detect(client, scene_png)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    for name, kind in {
+        "trees": list,
+        "total_trees": int,
+        "image_width": int,
+        "image_height": int,
+        "meters_per_pixel": float,
+        "parameters": dict,
+        "tile_count": int,
+        "timings": dict,
+    }.items():
+        assert isinstance(body[name], kind), name
+    assert body["total_trees"] == len(body["trees"]) > 50
+    assert (body["image_width"], body["image_height"]) == (1024, 1024)
+    assert body["meters_per_pixel"] == pytest.approx(0.1)
+    assert body["parameters"]["min_diameter"] == 2.0 and body["parameters"]["hue_min"] == 35
+    for tree in body["trees"]:
+        for name, kind in TREE_FIELDS.items():
+            assert isinstance(tree[name], (int, float) if kind is float else kind), name
+        assert 0 <= tree["x"] <= 102.4 and 0 <= tree["y"] <= 102.4 and 2 <= tree["diameter"] <= 15
+    assert body["tile_count"] == 2  # one tile per stand-in replica (2); 1 Mpx is above 2 x min_tile_pixels
+
+
+def test_results_equal_treecore_in_one_process(client: TestClient, scene_png: bytes) -> None:
+    body = _detect(client, scene_png).json()
+    params = DetectionParams(min_diameter=2, cluster_threshold=0, real_width=102.4, real_height=102.4)
+    expected = result_to_dict(detect_trees(decode_image(scene_png, max_pixels=10**8), params))
+    assert body["trees"] == expected["trees"]
+
+
+def test_defaults_are_the_legacy_defaults(client: TestClient, scene_png: bytes) -> None:
+    body = client.post("/detect-trees", files={"image": ("t.png", scene_png, "image/png")}).json()
+    assert body["parameters"] == {
+        "hue_min": 35,
+        "hue_max": 85,
+        "sat_min": 40,
+        "sat_max": 255,
+        "val_min": 40,
+        "val_max": 255,
+        "min_diameter": 3.0,
+        "max_diameter": 15.0,
+        "cluster_threshold": 10.0,
+        "real_width": 100.0,
+        "real_height": 100.0,
+        "method": "watershed",
+    }
+
+
+@pytest.mark.parametrize(
+    ("form", "status", "words"),
+    [
+        ({"hue_min": "200"}, 422, "hue_min"),
+        ({"sat_min": "100", "sat_max": "50"}, 422, "sat"),
+        ({"min_diameter": "20", "max_diameter": "10"}, 422, "diameter"),
+        ({"real_width": "0"}, 422, "real_width"),
+        ({"real_width": "-5"}, 422, "real_width"),
+        ({"real_height": "nan"}, 422, "real_height"),
+        ({"hue_min": "green"}, 422, "hue_min"),
+    ],
+)
+def test_bad_parameters_are_422_naming_the_field(
+    client: TestClient, scene_png: bytes, form: dict[str, str], status: int, words: str
+) -> None:
+    response = _detect(client, scene_png, **form)
+    assert response.status_code == status, response.text
+    assert words in json.dumps(response.json()["detail"])
+
+
+def test_bad_images_are_400(client: TestClient) -> None:
+    assert _detect(client, b"").status_code == 400
+    response = _detect(client, b"hello, I am text renamed .png")
+    assert response.status_code == 400 and "detail" in response.json()
+    assert client.post("/detect-trees", data=LEGACY_FORM).status_code == 422  # no file at all
+
+
+def test_pixel_and_upload_limits_are_413_before_work(tmp_path: Path, scene_png: bytes) -> None:
+    with local_client(tmp_path, max_image_pixels=1000 * 1000) as small:
+        response = _detect(small, scene_png)
+        assert response.status_code == 413 and "pixel" in response.json()["detail"]
+    with local_client(tmp_path, max_upload_bytes=100_000) as small:
+        response = _detect(small, scene_png)
+        assert response.status_code == 413 and "MAX_UPLOAD_BYTES" in response.json()["detail"]
+
+
+def test_small_model_comes_back_as_obj(client: TestClient) -> None:
+    trees = [{"id": i + 1, "x": 5.0 * i, "y": 10.0, "diameter": 4.0} for i in range(10)]
+    response = client.post("/generate-model", json={"trees": trees, "total_trees": 10, "extra": "ignored"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("model/obj")
+    assert "attachment" in response.headers["content-disposition"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    scene = trimesh.load(trimesh.util.wrap_as_stream(response.content), file_type="obj", force="mesh")
+    lo, hi = scene.bounds
+    assert lo[0] == pytest.approx(-2.0, abs=0.3) and hi[0] == pytest.approx(47.0, abs=0.3)
+    assert lo[1] == pytest.approx(0.0, abs=1e-3) and lo[2] == pytest.approx(8.0, abs=0.3)
+
+
+def test_large_model_is_stored_and_downloadable(client: TestClient) -> None:
+    trees = [{"x": float(i % 10) * 6, "y": float(i // 10) * 6, "diameter": 3.0} for i in range(60)]
+    response = client.post("/generate-model?base_model=tree_lowpoly", json={"trees": trees})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"download_url", "filename", "filesize_mb", "total_trees", "message", "expires_in"}
+    assert body["total_trees"] == 60 and body["filename"].endswith(".obj")
+    download = client.get(body["download_url"])
+    assert download.status_code == 200 and download.content.count(b"\no tree_") == 60
+    assert f'filename="{body["filename"]}"' in download.headers["content-disposition"]
+    mtl = client.get(body["download_url"].replace(".obj", ".mtl"))
+    assert mtl.status_code == 200 and b"newmtl" in mtl.content
+
+
+@pytest.mark.parametrize(
+    ("payload", "status"),
+    [
+        ("{not json", 422),
+        ({"nothing": []}, 422),
+        ({"trees": [{"x": 1, "y": 2}]}, 422),
+        ({"trees": [{"x": "NaN", "y": 2, "diameter": 3}]}, 422),
+        ({"trees": [{"x": 1, "y": 2, "diameter": 3}] * 501}, 413),
+        ({"trees": [], "base_model": "../../etc/passwd"}, 404),
+        ({"trees": [], "base_model": "no_such_tree"}, 404),
+    ],
+)
+def test_bad_tree_lists_are_refused(client: TestClient, payload: object, status: int) -> None:
+    if isinstance(payload, str):
+        response = client.post("/generate-model", content=payload, headers={"content-type": "application/json"})
+    else:
+        response = client.post("/generate-model", json=payload)
+    assert response.status_code == status, response.text
+    assert isinstance(response.json()["detail"], str)
+
+
+def test_empty_scene_is_a_valid_model(client: TestClient) -> None:
+    response = client.post("/generate-model", json={"trees": []})
+    assert response.status_code == 200 and response.content.startswith(b"# Tree scene")
+
+
+def test_tree_models_are_listed_and_served(client: TestClient) -> None:
+    body = client.get("/tree-models").json()
+    names = {m["name"] for m in body["models"]}
+    assert {"tree_lowpoly", "tree_detailed"} <= names and body["default"] == "tree_lowpoly"
+    obj = client.get("/tree-models/tree_lowpoly.obj")
+    assert obj.status_code == 200 and b"\nv " in obj.content
+    assert client.get("/tree-models/tree_lowpoly.mtl").status_code == 200
+    for bad in ("nope.obj", "tree_lowpoly.exe", "..%2F..%2Fetc%2Fpasswd", "%2e%2e.obj", ".hidden.obj"):
+        response = client.get(f"/tree-models/{bad}")
+        assert response.status_code == 404, bad
+
+
+def test_download_refuses_path_tricks(client: TestClient) -> None:
+    for bad in ("..%2F..%2Fetc%2Fpasswd", "passwd", "x.obj", "..obj"):
+        assert client.get(f"/download/{bad}").status_code == 404, bad
+
+
+def test_job_runs_to_completion_with_progress(client: TestClient, scene_png: bytes) -> None:
+    response = client.post("/jobs", files={"image": ("t.png", scene_png, "image/png")}, data=LEGACY_FORM)
+    assert response.status_code == 202, response.text
+    status_url = response.json()["status_url"]
+    deadline = time.monotonic() + 60
+    while (job := client.get(status_url).json())["state"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert job["state"] == "succeeded", job
+    assert job["progress"]["tiles_done"] == job["progress"]["tiles_total"] == job["result"]["tile_count"]
+    assert job["progress"]["trees_so_far"] == job["result"]["total_trees"] > 0
+
+
+def test_detect_and_generate_job_stores_the_model(client: TestClient, scene_png: bytes) -> None:
+    form = {**LEGACY_FORM, "kind": "detect-and-generate", "base_model": "tree_detailed"}
+    job_id = client.post("/jobs", files={"image": ("t.png", scene_png, "image/png")}, data=form).json()["id"]
+    deadline = time.monotonic() + 60
+    while (job := client.get(f"/jobs/{job_id}").json())["state"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert job["state"] == "succeeded", job
+    model = job["result"]["model"]
+    assert model["total_trees"] == job["result"]["detection"]["total_trees"]
+    assert client.get(model["download_url"]).status_code == 200
+
+
+def test_failed_job_reports_its_error(client: TestClient) -> None:
+    # A PNG header with a plausible size but no image data: accepted at upload, fails in the decode stage.
+    broken = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + (100).to_bytes(4, "big") * 2 + b"\x08\x02\x00\x00\x00"
+    job_id = client.post("/jobs", files={"image": ("t.png", broken, "image/png")}, data=LEGACY_FORM).json()["id"]
+    deadline = time.monotonic() + 30
+    while (job := client.get(f"/jobs/{job_id}").json())["state"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert job["state"] == "failed" and job["error"]["status"] == 400 and job["error"]["detail"]
+
+
+def test_unknown_job_is_404(client: TestClient) -> None:
+    response = client.get("/jobs/no-such-job")
+    assert response.status_code == 404 and "no job" in response.json()["detail"]
+
+
+def test_api_key_guards_every_route_but_health(tmp_path: Path) -> None:
+    with local_client(tmp_path, api_key=API_KEY) as secured:
+        assert secured.get("/health").status_code == 200
+        for path in ("/", "/tree-models", "/openapi.json", "/docs", "/jobs/x"):
+            response = secured.get(path)
+            assert response.status_code == 401, path
+            assert API_KEY not in response.text
+        assert secured.get("/", headers={"X-API-Key": "wrong"}).status_code == 401
+        assert secured.get("/", headers={"X-API-Key": API_KEY}).status_code == 200
+        assert secured.get("/", headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200
+
+
+def test_cors_is_off_by_default_and_configurable(tmp_path: Path, client: TestClient) -> None:
+    origin = {"Origin": "https://planner.example"}
+    assert "access-control-allow-origin" not in client.get("/health", headers=origin).headers
+    with local_client(tmp_path, cors_origins=("https://planner.example",)) as cors:
+        allowed = cors.get("/health", headers=origin).headers
+        assert allowed["access-control-allow-origin"] == "https://planner.example"
+
+
+def test_openapi_documents_the_routes(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/health", "/", "/detect-trees", "/generate-model", "/tree-models", "/jobs", "/jobs/{job_id}"} <= set(paths)
+    assert client.get("/docs").status_code == 200
+
+
+def test_settings_read_legacy_names() -> None:
+    env = {
+        "MAX_TREES_LIMIT": "123",
+        "LARGE_MODEL_THRESHOLD": "7",
+        "AZURE_STORAGE_CONNECTION_STRING": "AccountKey=s3cret",
+    }
+    settings = Settings.from_env(env)
+    assert (settings.max_trees_limit, settings.large_model_threshold, settings.storage_kind) == (
+        123,
+        7,
+        "azure-connection-string",
+    )
+    assert "s3cret" not in repr(settings)

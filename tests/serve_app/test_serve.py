@@ -1,0 +1,164 @@
+"""The whole graph on a real local Ray Serve, over HTTP: every endpoint, parity, jobs, a killed replica, limits."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from scripts.make_sample import make_scene
+from tests.serve_app.conftest import API_KEY, LEGACY_FORM
+from treecore.detect import detect_trees
+from treecore.imageio import decode_image
+from treecore.report import result_to_dict
+from treecore.types import DetectionParams
+
+pytestmark = pytest.mark.serve
+
+
+def _detect(url: str, png: bytes, timeout: float = 120, **form: str) -> httpx.Response:
+    files = {"image": ("tile.png", png, "image/png")}
+    return httpx.post(f"{url}/detect-trees", files=files, data={**LEGACY_FORM, **form}, timeout=timeout)
+
+
+def _wait_job(url: str, status_url: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    seen_progress = set()
+    while time.monotonic() < deadline:
+        job = httpx.get(status_url, timeout=10).json()
+        seen_progress.add((job["stage"], job["progress"]["tiles_done"]))
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            job["seen"] = seen_progress
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job did not finish in {timeout} s")
+
+
+def test_health_info_and_docs(serve_url: str) -> None:
+    assert httpx.get(f"{serve_url}/health").json()["status"] == "ok"
+    info = httpx.get(f"{serve_url}/").json()
+    assert info["pipeline"]["mode"] == "ray-serve" and info["storage"] == "local"
+    assert info["limits"]["max_trees_limit"] == 3000  # the replicas read the environment
+    assert httpx.get(f"{serve_url}/docs").status_code == 200
+    assert "/detect-trees" in httpx.get(f"{serve_url}/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize(("size", "seed"), [(600, 1), (1500, 2), (2100, 3)])
+def test_serve_results_equal_treecore_in_one_process(serve_url: str, size: int, seed: int) -> None:
+    png = make_scene(size, seed=seed)
+    response = _detect(serve_url, png, real_width=str(size / 10), real_height=str(size / 10), cluster_threshold="1.5")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    params = DetectionParams(min_diameter=2, cluster_threshold=1.5, real_width=size / 10, real_height=size / 10)
+    expected = result_to_dict(detect_trees(decode_image(png, max_pixels=10**8), params))
+    assert body["trees"] == expected["trees"] and body["total_trees"] > 10
+    # 250,000 px per tile at least, one tile per replica (2): small images stay whole.
+    assert body["tile_count"] == (1 if size * size < 500_000 else 2)
+
+
+def test_legacy_client_request_and_fields(serve_url: str) -> None:
+    response = _detect(serve_url, make_scene(1024))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    for name in ("trees", "total_trees", "image_width", "image_height", "meters_per_pixel", "parameters"):
+        assert name in body
+    tree = body["trees"][0]
+    assert {"id", "x", "y", "diameter", "pixel_x", "pixel_y", "pixel_diameter"} <= set(tree)
+    assert isinstance(tree["id"], int) and isinstance(tree["x"], float)
+
+
+def test_generate_inline_and_stored_then_download(serve_url: str) -> None:
+    trees = [{"id": i + 1, "x": 3.0 * (i % 20), "y": 3.0 * (i // 20), "diameter": 2.5} for i in range(150)]
+    small = httpx.post(f"{serve_url}/generate-model", json={"trees": trees[:20]}, timeout=60)
+    assert small.status_code == 200 and small.content.count(b"\no tree_") == 20
+    large = httpx.post(f"{serve_url}/generate-model", json={"trees": trees}, timeout=60)
+    assert large.status_code == 200, large.text
+    body = large.json()
+    assert body["total_trees"] == 150 and body["download_url"].startswith(serve_url)
+    download = httpx.get(body["download_url"], timeout=60)
+    assert download.status_code == 200 and download.content.count(b"\no tree_") == 150
+    too_many = httpx.post(f"{serve_url}/generate-model", json={"trees": trees * 21}, timeout=60)
+    assert too_many.status_code == 413 and "3,000" in too_many.json()["detail"]
+
+
+def test_tree_models_over_http(serve_url: str) -> None:
+    models = httpx.get(f"{serve_url}/tree-models").json()["models"]
+    first = models[0]
+    assert httpx.get(first["obj_url"]).status_code == 200 and httpx.get(first["mtl_url"]).status_code == 200
+    assert httpx.get(f"{serve_url}/tree-models/..%2F..%2Fetc%2Fpasswd").status_code == 404
+
+
+def test_job_reports_progress_to_completion(serve_url: str) -> None:
+    files = {"image": ("t.png", make_scene(2000, seed=4), "image/png")}
+    form = {**LEGACY_FORM, "kind": "detect-and-generate", "real_width": "200", "real_height": "200"}
+    created = httpx.post(f"{serve_url}/jobs", files=files, data=form, timeout=60)
+    assert created.status_code == 202, created.text
+    job = _wait_job(serve_url, created.json()["status_url"])
+    assert job["state"] == "succeeded", job
+    progress = job["progress"]
+    assert progress["tiles_done"] == progress["tiles_total"] == 2
+    assert progress["trees_so_far"] == job["result"]["detection"]["total_trees"] > 100
+    assert httpx.get(job["result"]["model"]["download_url"], timeout=60).status_code == 200
+    assert httpx.get(f"{serve_url}/jobs/unknown").status_code == 404
+
+
+def test_limits_and_bad_input_over_http(serve_url: str) -> None:
+    assert _detect(serve_url, b"").status_code == 400
+    assert _detect(serve_url, b"not an image").status_code == 400
+    bad = _detect(serve_url, make_scene(300), hue_min="300")
+    assert bad.status_code == 422 and "hue_min" in bad.text
+    big = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + (100_000).to_bytes(4, "big") * 2 + b"\x08\x02\x00\x00\x00"
+    bomb = _detect(serve_url, big + b"\x00" * 100)
+    assert bomb.status_code == 413 and "pixel" in bomb.json()["detail"]
+    upload = _detect(serve_url, b"\x89PNG" + b"\x00" * (41 * 1024 * 1024))
+    assert upload.status_code == 413 and "MAX_UPLOAD_BYTES" in upload.json()["detail"]
+    assert httpx.get(f"{serve_url}/health").status_code == 200
+
+
+def test_api_key_app(serve_url: str) -> None:
+    secured = f"{serve_url}/secured"
+    assert httpx.get(f"{secured}/health").status_code == 200
+    assert httpx.get(f"{secured}/").status_code == 401
+    assert httpx.get(f"{secured}/", headers={"X-API-Key": "nope"}).status_code == 401
+    assert httpx.get(f"{secured}/", headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200
+    assert httpx.get(f"{serve_url}/").status_code == 200  # the main app has no key
+
+
+def test_request_survives_a_killed_detector_replica(serve_url: str) -> None:
+    import ray
+
+    def detector_replicas() -> list[str]:
+        names = ray.util.list_named_actors(all_namespaces=True)
+        return [a["name"] for a in names if a["name"].startswith("SERVE_REPLICA::tree-detection#Detector#")]
+
+    before = detector_replicas()
+    assert len(before) == 2
+    # JPEG: a noisy 5000 x 5000 PNG is larger than the tests' 40 MiB upload limit.
+    png = cv2.imencode(".jpg", cv2.imdecode(np.frombuffer(make_scene(5000, seed=5), np.uint8), cv2.IMREAD_COLOR))[
+        1
+    ].tobytes()
+    form = {**LEGACY_FORM, "real_width": "500", "real_height": "500"}
+    created = httpx.post(f"{serve_url}/jobs", files={"image": ("t.png", png, "image/png")}, data=form, timeout=120)
+    status_url = created.json()["status_url"]
+    deadline = time.monotonic() + 120
+    while (job := httpx.get(status_url, timeout=10).json())["stage"] != "detecting":
+        assert time.monotonic() < deadline and job["state"] in ("queued", "running"), job
+        time.sleep(0.02)
+    # Each of the two tiles takes seconds: both replicas are working on one when this one is killed.
+    assert job["progress"]["tiles_done"] == 0, job
+    ray.kill(ray.get_actor(before[0], namespace="serve"), no_restart=True)
+    job = _wait_job(serve_url, status_url, timeout=300)
+    assert job["state"] == "succeeded", job
+    params = DetectionParams(min_diameter=2, cluster_threshold=0, real_width=500, real_height=500)
+    expected = result_to_dict(detect_trees(decode_image(png, max_pixels=10**8), params))
+    assert job["result"]["trees"] == expected["trees"]
+    assert httpx.get(f"{serve_url}/").json()["totals"]["replica_retries"] >= 1  # the killed replica's tile
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (len(detector_replicas()) < 2 or before[0] in detector_replicas()):
+        time.sleep(1)
+    assert len(detector_replicas()) == 2 and before[0] not in detector_replicas()  # replaced
+    assert _detect(serve_url, make_scene(700)).status_code == 200
