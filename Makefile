@@ -1,4 +1,4 @@
-# The two commands (see README): `make run` runs detection locally on a sample scene, `make test` runs every test.
+# The two commands (see README): `make run` starts the service locally (Ray Serve on :8000), `make test` runs every test.
 # Both create or refresh the .venv when missing or stale (it depends on the requirements files).
 SHELL := /bin/bash
 PYTHON ?= python3.11
@@ -6,9 +6,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv lint bench clean
+.PHONY: run test venv node lint bench clean
 
 venv: $(STAMP)
+
+# Test-only services from npm (Azurite), installed into ./node_modules from package-lock.json.
+NODE_STAMP := node_modules/.installed
+node: $(NODE_STAMP)
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(BIN)/python && $(BIN)/python -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null \
@@ -21,7 +29,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 run: venv
 	@bash scripts/run-local.sh
 
-test: venv lint
+test: venv node lint
 	$(BIN)/python -m pytest --cov=treecore --cov-report=term
 
 lint: venv
@@ -29,7 +37,9 @@ lint: venv
 
 bench: venv
 	$(BIN)/python benchmarks/detect_speed.py
+	$(BIN)/python benchmarks/obj_speed.py
+	$(BIN)/python benchmarks/serve_pipeline.py --legacy-case
 	$(BIN)/python benchmarks/quality.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .coverage test-artifacts generated_models
+	rm -rf $(VENV) node_modules .pytest_cache .hypothesis .coverage test-artifacts generated_models

@@ -177,7 +177,7 @@ def concurrency_row(url: str, clients: int, seconds: float) -> str:
 
 
 def legacy_scene(width_m: float = 4951, height_m: float = 4886, gsd_m: float = 0.5, seed: int = 3) -> bytes:
-    """A PNG of the legacy checklist tile: 4951 x 4886 m at 0.5 m per pixel, about 88,000 crowns 3-12 m wide.
+    """A PNG of the legacy checklist tile: 4951 x 4886 m at 0.5 m per pixel, about 88,000 crowns 4-12 m wide.
 
     Crowns sit on a jittered 16.6 m grid (never closer than 10 m, so the default cluster_threshold keeps them).
     """
@@ -189,7 +189,7 @@ def legacy_scene(width_m: float = 4951, height_m: float = 4886, gsd_m: float = 0
     ys, xs = np.mgrid[step / 2 : height - step / 2 : step, step / 2 : width - step / 2 : step]
     xs = xs.ravel() + rng.uniform(-2.5, 2.5, xs.size) / gsd_m
     ys = ys.ravel() + rng.uniform(-2.5, 2.5, ys.size) / gsd_m
-    radii = rng.uniform(1.5, 6.0, xs.size) / gsd_m
+    radii = rng.uniform(2.0, 6.0, xs.size) / gsd_m
     for x, y, r in zip(xs.tolist(), ys.tolist(), radii.tolist(), strict=True):
         cv2.circle(image, (int(x), int(y)), int(r), (30, 110, 30), -1)
         cv2.circle(image, (int(x), int(y)), max(1, int(r) // 2), (45, 160, 45), -1)

@@ -342,8 +342,12 @@ class AzureModelStore:
 
 
 def _client_options() -> dict[str, Any]:
-    # Fail in seconds when storage is down: a few quick retries, short connection timeout.
-    return {"connection_timeout": 5, "read_timeout": 120, "retry_total": 2, "retry_backoff_factor": 0.2}
+    # Fail in seconds when storage is down. The storage SDK's own default retry waits 15 s, then 18 s, ...
+    # (ExponentialRetry(initial_backoff=15, increment_base=3)): a request would hang for a minute.
+    from azure.storage.blob import ExponentialRetry
+
+    retry = ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=2, random_jitter_range=0.5)
+    return {"connection_timeout": 5, "read_timeout": 120, "retry_policy": retry}
 
 
 def make_store(

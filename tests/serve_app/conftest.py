@@ -19,6 +19,7 @@ from serve_app.ingress import create_app
 from serve_app.pipeline import LocalStages
 from serve_app.settings import Settings
 from serve_app.storage import LocalModelStore
+from tests.serve_app.azurite import Azurite
 
 #: Every form field of the legacy front end, as the strings a browser form sends.
 LEGACY_FORM = {
@@ -150,3 +151,26 @@ def serve_url(serve_env: dict[str, str]) -> Iterator[str]:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """One Azurite for the session, stopped at the end."""
+    server = Azurite(tmp_path_factory.mktemp("azurite"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_azurite(tmp_path: Path) -> Iterator[Azurite]:
+    """An Azurite of this test's own, which the test may stop and start again."""
+    server = Azurite(tmp_path / "azurite")
+    server.location.mkdir()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
