@@ -246,6 +246,19 @@ class AzureModelStore:
             self.service.create_container(self.container)
         self._container_ready = True
 
+    def _stage(self, blob: Any, block_id: str, chunk: bytes) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            blob.stage_block(block_id, chunk, length=len(chunk))
+        except ResourceNotFoundError as exc:
+            # The container went away since we created it (deleted by someone, or a fresh emulator): again.
+            if getattr(exc, "error_code", None) != "ContainerNotFound":
+                raise
+            self._container_ready = False
+            self._ensure_container()
+            blob.stage_block(block_id, chunk, length=len(chunk))
+
     def delegation_key(self) -> Any:
         """The user delegation key, requested again when less than RENEW_BEFORE_S of it remains.
 
@@ -311,7 +324,7 @@ class AzureModelStore:
             blocks, size = [], 0
             for index, chunk in enumerate(_split(parts, self.block_bytes)):
                 block_id = _block_id(index)
-                blob.stage_block(block_id, chunk, length=len(chunk))
+                self._stage(blob, block_id, chunk)
                 blocks.append(block_id)
                 size += len(chunk)
             settings = ContentSettings(content_type=content_type, content_disposition=f'attachment; filename="{name}"')

@@ -1,8 +1,9 @@
 """Merged OBJ scenes: one base mesh placed, scaled and turned per tree, written in independent parts.
 
-Every tree has the same vertex count, so the vertex offset of any range of trees is known before it is
-written: parts are formatted independently (in parallel, if the caller likes) and concatenated in order.
-Texture coordinates are written once and shared; normals are written once per rotation step.
+Every tree has the same vertex count and its faces follow its own vertices, so faces use relative (negative)
+indices: a part (a range of trees) is formatted without knowing where it lands, in parallel if the caller
+likes, and parts are concatenated in order. Texture coordinates are written once and shared; normals once per
+rotation step, so a tree's face text is one of ROTATION_STEPS precomputed strings.
 """
 
 from __future__ import annotations
@@ -77,9 +78,15 @@ def _corner_format(mesh: Mesh) -> str:
     return "%d"
 
 
-def _face_block(mesh: Mesh) -> tuple[str, np.ndarray, bool]:
-    # One tree's face lines as a %-template (vertex and normal numbers left open, texcoords baked in).
+def _face_texts(mesh: Mesh) -> list[str]:
+    """One tree's `usemtl` and face lines per rotation step, with relative (negative) indices.
+
+    A tree's faces follow its own vertices, so vertex -V is its first vertex whatever its place in the scene;
+    normals are all written in the header, so a rotation step's normals have fixed negative indices too.
+    The face text of every tree is therefore one of ROTATION_STEPS strings: no per-tree formatting at all.
+    """
     corner = _corner_format(mesh)
+    n_vertices, n_normals = len(mesh.positions), len(mesh.normals)
     with_normals = corner.count("%d") == 2
     lines, order = [], []
     for material in range(len(mesh.material_names)):
@@ -91,7 +98,17 @@ def _face_block(mesh: Mesh) -> tuple[str, np.ndarray, bool]:
             cells = [corner.format(vt=int(vt) + 1) for _, vt, _ in mesh.corners[face]]
             lines.append("f " + " ".join(cells) + "\n")
             order.append(face)
-    return "".join(lines), np.array(order, np.int64), with_normals
+    template = "".join(lines)
+    faces = np.array(order, np.int64)
+    v = mesh.corners[faces, :, 0].reshape(-1) - n_vertices
+    if not with_normals:
+        return [template % tuple(v.tolist())]
+    vn = mesh.corners[faces, :, 2].reshape(-1)
+    texts = []
+    for step in range(ROTATION_STEPS):
+        vn_relative = vn + step * n_normals - ROTATION_STEPS * n_normals
+        texts.append(template % tuple(np.stack([v, vn_relative], axis=1).reshape(-1).tolist()))
+    return texts
 
 
 def obj_header(mesh: Mesh, *, mtl_name: str) -> bytes:
@@ -116,38 +133,84 @@ def obj_header(mesh: Mesh, *, mtl_name: str) -> bytes:
     return "".join(parts).encode()
 
 
-def format_obj_part(trees: Sequence[Tree], mesh: Mesh, *, first_index: int) -> bytes:
-    """The OBJ lines of a range of trees, independent of every other range.
+def _digit_counts(values: np.ndarray) -> np.ndarray:
+    # Decimal digits of non-negative integers (0 has one digit).
+    counts = np.ones(values.shape, np.int64)
+    power = 10
+    while power <= max(int(values.max(initial=0)), 9) and power < 10**18:
+        counts += values >= power
+        power *= 10
+    return counts
+
+
+def vertex_lines(positions: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """`v x y z` lines with 3 decimals, formatted with numpy (no per-number Python work).
+
+    The same text as "%.3f" (a value exactly half-way between two thousandths may round the other way).
+
+    Args:
+        positions: (N, 3) float64 metres, finite.
+
+    Returns:
+        (ASCII text of N lines, (N,) int64 byte offset of each line).
+    """
+    thousandths = np.rint(positions * 1000.0).astype(np.int64).reshape(-1)
+    negative = np.signbit(positions).reshape(-1)  # like "%.3f": -0.0001 is "-0.000"
+    magnitude = np.abs(thousandths)
+    whole, frac = np.divmod(magnitude, 1000)
+    digits = _digit_counts(whole)
+    widths = (negative + digits + 4).reshape(-1, 3)  # [-]d+.ddd
+    line_lengths = widths.sum(axis=1) + 5  # "v " + 2 spaces + "\n"
+    line_starts = np.zeros(len(widths), np.int64)
+    np.cumsum(line_lengths[:-1], out=line_starts[1:])
+    # Byte offset of the last character of each number: "v " then the numbers separated by one space.
+    ends = (line_starts[:, None] + 1 + np.cumsum(widths + 1, axis=1) - 1).reshape(-1)
+    out = np.full(int(line_lengths.sum()), ord(" "), np.uint8)
+    out[line_starts] = ord("v")
+    out[line_starts + line_lengths - 1] = ord("\n")
+    zero = ord("0")
+    out[ends] = zero + frac % 10
+    out[ends - 1] = zero + frac // 10 % 10
+    out[ends - 2] = zero + frac // 100
+    out[ends - 3] = ord(".")
+    out[ends - 4] = zero + whole % 10
+    remaining, place = whole // 10, 5
+    for more in range(1, int(digits.max(initial=1))):
+        chosen = digits > more
+        out[ends[chosen] - place] = zero + remaining[chosen] % 10
+        remaining //= 10
+        place += 1
+    out[(ends - 4 - digits)[negative]] = ord("-")
+    return out.tobytes(), line_starts
+
+
+def format_obj_part(trees: Sequence[Tree], mesh: Mesh) -> bytes:
+    """The OBJ lines of a range of trees, independent of every other range and of its place in the scene.
+
+    Faces use relative (negative) indices, which the OBJ format defines and every reader we test resolves:
+    the same tree gives the same text wherever it stands, so parts need no offsets at all.
 
     Args:
         trees: the trees of this part, in scene order.
         mesh: the normalised base mesh.
-        first_index: the scene position of trees[0] (0-based): its vertices start at
-            first_index * V + 1.
 
     Returns:
         UTF-8 bytes: per tree an `o tree_<id>` object, its vertices and its faces.
     """
     if not trees:
         return b""
-    n_vertices, n_normals = len(mesh.positions), len(mesh.normals)
-    faces, order, with_normals = _face_block(mesh)
-    vertex_block = "v %.3f %.3f %.3f\n" * n_vertices
-    positions = placed_positions(trees, mesh).reshape(len(trees), -1)
-    corner_v = mesh.corners[order, :, 0].reshape(-1)
-    corner_vn = mesh.corners[order, :, 2].reshape(-1)
-    chunks = []
+    face_texts = [text.encode() for text in _face_texts(mesh)]
+    n_vertices = len(mesh.positions)
+    positions = placed_positions(trees, mesh).reshape(-1, 3)
+    text, line_starts = vertex_lines(positions)
+    bounds = line_starts[::n_vertices].tolist() + [len(text)]
+    view = memoryview(text)
+    chunks: list[bytes | memoryview] = []
     for k, tree in enumerate(trees):
-        v = corner_v + (first_index + k) * n_vertices + 1
-        if with_normals:
-            vn = corner_vn + rotation_step(tree.id) * n_normals + 1
-            numbers = np.stack([v, vn], axis=1).reshape(-1)
-        else:
-            numbers = v
-        chunks.append(f"o tree_{tree.id}\n")
-        chunks.append(vertex_block % tuple(positions[k].tolist()))
-        chunks.append(faces % tuple(numbers.tolist()))
-    return "".join(chunks).encode()
+        chunks.append(b"o tree_%d\n" % tree.id)
+        chunks.append(view[bounds[k] : bounds[k + 1]])
+        chunks.append(face_texts[rotation_step(tree.id) if len(face_texts) > 1 else 0])
+    return b"".join(chunks)
 
 
 def iter_obj_parts(
@@ -166,7 +229,7 @@ def iter_obj_parts(
     """
     yield obj_header(mesh, mtl_name=mtl_name)
     for start in range(0, len(trees), trees_per_part):
-        yield format_obj_part(trees[start : start + trees_per_part], mesh, first_index=start)
+        yield format_obj_part(trees[start : start + trees_per_part], mesh)
 
 
 def default_mtl(mesh: Mesh) -> str:

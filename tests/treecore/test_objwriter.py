@@ -53,7 +53,7 @@ def test_parts_are_independent_and_concatenate_to_the_whole(base):
     whole = b"".join(iter_obj_parts(trees, base, mtl_name="s.mtl", trees_per_part=25))
     pieces = b"".join(iter_obj_parts(trees, base, mtl_name="s.mtl", trees_per_part=4))
     assert whole == pieces
-    assert format_obj_part(trees[10:15], base, first_index=10) in whole
+    assert format_obj_part(trees[10:15], base) in whole
     assert whole == b"".join(iter_obj_parts(trees, base, mtl_name="s.mtl", trees_per_part=7))  # same input, same bytes
 
 
@@ -65,8 +65,8 @@ def test_empty_scene_is_a_valid_model(tmp_path, base):
 
 def test_rotation_comes_from_the_id(base):
     assert rotation_step(1) == rotation_step(1) and len({rotation_step(i) for i in range(1, 200)}) > 30
-    a = format_obj_part([Tree(1, 0, 0, 3, 0, 0, 0)], base, first_index=0)
-    b = format_obj_part([Tree(2, 0, 0, 3, 0, 0, 0)], base, first_index=0)
+    a = format_obj_part([Tree(1, 0, 0, 3, 0, 0, 0)], base)
+    b = format_obj_part([Tree(2, 0, 0, 3, 0, 0, 0)], base)
     assert a.split(b"\n", 1)[1] != b.split(b"\n", 1)[1]
 
 
@@ -78,3 +78,27 @@ def test_failed_write_leaves_nothing(tmp_path, base):
     with pytest.raises(RuntimeError, match="mid-write"):
         write_obj(tmp_path / "s.obj", Broken(forest(3)), base, mtl_text="newmtl x\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_vertex_lines_match_percent_format() -> None:
+    from treecore.objwriter import vertex_lines
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate(
+        [
+            rng.uniform(-1000, 1000, 30_000),
+            rng.uniform(-1e6, 1e6, 3_000),
+            np.array([0.0, -0.0, 0.0005, -0.0005, 0.0004999, 999.9995, -999.9995, 9.9999, 1e6, -1e6, 123456.789]),
+        ]
+    )
+    values = values[: len(values) // 3 * 3].reshape(-1, 3)
+    text, starts = vertex_lines(values)
+    lines = text.decode().splitlines()
+    expected = ["v %.3f %.3f %.3f" % tuple(row) for row in values.tolist()]  # noqa: UP031 (the reference)
+    assert len(lines) == len(expected)
+    assert starts.tolist() == np.cumsum([0] + [len(line) + 1 for line in lines[:-1]]).tolist()
+    same = sum(a == b for a, b in zip(lines, expected, strict=True))
+    assert same >= len(lines) - 5  # only exact half-way values may round the other way
+    parsed = np.array([[float(x) for x in line.split()[1:]] for line in lines])
+    assert np.abs(parsed - values).max() <= 0.0005 + 1e-9
+    assert all(line.startswith("v ") and line.count(" ") == 3 for line in lines)
