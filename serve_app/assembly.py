@@ -113,7 +113,7 @@ class ModelBuilder:
         step = self.trees_per_part
         starts = range(0, len(trees), step)
         yield from ordered_parallel(
-            lambda s: format_obj_part(trees[s : s + step], mesh), starts, workers=self.workers
+            lambda s: format_obj_part(trees[s : s + step], mesh, first_index=s), starts, workers=self.workers
         )
 
     def build(self, trees: list[Tree], base_model: str, *, store: bool, name: str) -> InlineModel | StoredModel:

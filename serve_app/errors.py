@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from serve_app.storage import StorageError
@@ -110,3 +111,28 @@ def add_exception_handlers(app: FastAPI, status_codes: dict[type[BaseException],
 
     for cls in status_codes:
         app.add_exception_handler(cls, handler)
+    app.add_exception_handler(RequestValidationError, validation_handler)
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """One readable line per invalid field, e.g. "hue_min: Input should be a valid integer (got 'green')".
+
+    Args:
+        exc: FastAPI's validation error (form fields, query parameters, missing file).
+
+    Returns:
+        The message.
+    """
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path"))
+        given = error.get("input")
+        shown = f" (got {given!r})" if isinstance(given, (str, int, float)) and len(repr(given)) < 80 else ""
+        lines.append(f"{field or 'request'}: {error.get('msg', 'invalid')}{shown}")
+    return "; ".join(lines) or "invalid request"
+
+
+async def validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    """422 with a readable `detail` string (the same shape as every other error)."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": validation_message(exc)}, status_code=422)

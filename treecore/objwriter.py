@@ -1,13 +1,15 @@
 """Merged OBJ scenes: one base mesh placed, scaled and turned per tree, written in independent parts.
 
-Every tree has the same vertex count and its faces follow its own vertices, so faces use relative (negative)
-indices: a part (a range of trees) is formatted without knowing where it lands, in parallel if the caller
-likes, and parts are concatenated in order. Texture coordinates are written once and shared; normals once per
-rotation step, so a tree's face text is one of ROTATION_STEPS precomputed strings.
+Every tree has the same vertex count, so the vertex offset of any range of trees is known before it is
+written: parts are formatted independently (in parallel, if the caller likes) and concatenated in order.
+Texture coordinates are written once and shared; normals once per rotation step, so only a face's vertex
+numbers vary from tree to tree (absolute indices: some readers, trimesh among them, resolve negative ones
+against the end of the file instead of the current position).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tempfile
@@ -37,6 +39,19 @@ def rotation_step(tree_id: int) -> int:
     return ((tree_id * 2654435761) & 0xFFFFFFFF) * ROTATION_STEPS >> 32
 
 
+def rotation_steps(tree_ids: np.ndarray) -> np.ndarray:
+    """`rotation_step` of many ids at once.
+
+    Args:
+        tree_ids: (K,) int64 ids (below 2**53).
+
+    Returns:
+        (K,) int64 steps in [0, ROTATION_STEPS).
+    """
+    hashed = (tree_ids.astype(np.uint64) * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)
+    return ((hashed * np.uint64(ROTATION_STEPS)) >> np.uint64(32)).astype(np.int64)
+
+
 def _rotations() -> np.ndarray:
     angles = 2 * math.pi * np.arange(ROTATION_STEPS) / ROTATION_STEPS
     c, s = np.cos(angles), np.sin(angles)
@@ -60,55 +75,70 @@ def placed_positions(trees: Sequence[Tree], mesh: Mesh) -> np.ndarray:
     """
     if not trees:
         return np.zeros((0, len(mesh.positions), 3))
-    rot = _rotations()[[rotation_step(t.id) for t in trees]]  # (K, 3, 3)
-    size = np.array([t.diameter for t in trees])[:, None, None]
-    shift = np.array([[t.x, 0.0, t.y] for t in trees])[:, None, :]
-    placed: np.ndarray = np.einsum("kij,vj->kvi", rot, mesh.positions) * size + shift
+    table = np.array([(t.id, t.x, t.y, t.diameter) for t in trees], np.float64)
+    rot = _rotations()[rotation_steps(table[:, 0].astype(np.int64))]  # (K, 3, 3)
+    shift = np.zeros((len(trees), 1, 3))
+    shift[:, 0, 0], shift[:, 0, 2] = table[:, 1], table[:, 2]
+    placed: np.ndarray = np.einsum("kij,vj->kvi", rot, mesh.positions) * table[:, 3, None, None] + shift
     return placed
 
 
-def _corner_format(mesh: Mesh) -> str:
-    has_vt, has_vn = bool((mesh.corners[:, :, 1] >= 0).all()), bool((mesh.corners[:, :, 2] >= 0).all())
-    if has_vt and has_vn:
-        return "%d/{vt}/%d"
-    if has_vn:
-        return "%d//%d"
-    if has_vt:
-        return "%d/{vt}"
-    return "%d"
+_TEMPLATE_CACHE: dict[int, tuple[Mesh, tuple[list[str], np.ndarray]]] = {}
 
 
-def _face_texts(mesh: Mesh) -> list[str]:
-    """One tree's `usemtl` and face lines per rotation step, with relative (negative) indices.
+def _cached_face_templates(mesh: Mesh) -> tuple[list[str], np.ndarray]:
+    # Parts of one scene share the mesh object: make its templates once (a few ms each time otherwise).
+    cached = _TEMPLATE_CACHE.get(id(mesh))
+    if cached is None or cached[0] is not mesh:
+        if len(_TEMPLATE_CACHE) > 16:
+            _TEMPLATE_CACHE.clear()
+        cached = _TEMPLATE_CACHE[id(mesh)] = (mesh, _face_templates(mesh))
+    return cached[1]
 
-    A tree's faces follow its own vertices, so vertex -V is its first vertex whatever its place in the scene;
-    normals are all written in the header, so a rotation step's normals have fixed negative indices too.
-    The face text of every tree is therefore one of ROTATION_STEPS strings: no per-tree formatting at all.
+
+@functools.lru_cache(maxsize=1024)
+def _row_layout(template: str, width: int) -> tuple[bytes, np.ndarray]:
+    # A template's text with every "%d" slot as `width` zeros, and the column of each slot's first digit.
+    pieces = template.split("%d")
+    lengths = np.array([len(p) for p in pieces[:-1]], np.int64)
+    return ("0" * width).join(pieces).encode(), np.cumsum(lengths) + np.arange(len(lengths)) * width
+
+
+def _face_templates(mesh: Mesh) -> tuple[list[str], np.ndarray]:
+    """One tree's `usemtl` and face lines as %-templates, one per rotation step, and their vertex corners.
+
+    Normals are all in the header, so a rotation step's normal numbers are fixed and baked into its template;
+    texture coordinates are shared and baked too. Only the vertex numbers (absolute, 1-based) are left open.
+
+    Returns:
+        (templates, corners): ROTATION_STEPS templates (one when the mesh has no normals) and the (C,)
+        0-based base-mesh vertex of each open slot, in order.
     """
-    corner = _corner_format(mesh)
-    n_vertices, n_normals = len(mesh.positions), len(mesh.normals)
-    with_normals = corner.count("%d") == 2
-    lines, order = [], []
+    has_vt = bool((mesh.corners[:, :, 1] >= 0).all())
+    has_vn = bool((mesh.corners[:, :, 2] >= 0).all())
+    n_normals = len(mesh.normals)
+    steps = ROTATION_STEPS if has_vn else 1
+    lines: list[list[str]] = [[] for _ in range(steps)]
+    corners: list[int] = []
     for material in range(len(mesh.material_names)):
         chosen = np.nonzero(mesh.materials == material)[0]
         if chosen.size == 0:
             continue
-        lines.append(f"usemtl {mesh.material_names[material]}\n")
+        for step in range(steps):
+            lines[step].append(f"usemtl {mesh.material_names[material]}\n")
         for face in chosen:
-            cells = [corner.format(vt=int(vt) + 1) for _, vt, _ in mesh.corners[face]]
-            lines.append("f " + " ".join(cells) + "\n")
-            order.append(face)
-    template = "".join(lines)
-    faces = np.array(order, np.int64)
-    v = mesh.corners[faces, :, 0].reshape(-1) - n_vertices
-    if not with_normals:
-        return [template % tuple(v.tolist())]
-    vn = mesh.corners[faces, :, 2].reshape(-1)
-    texts = []
-    for step in range(ROTATION_STEPS):
-        vn_relative = vn + step * n_normals - ROTATION_STEPS * n_normals
-        texts.append(template % tuple(np.stack([v, vn_relative], axis=1).reshape(-1).tolist()))
-    return texts
+            for step in range(steps):
+                cells = []
+                for _, vt, vn in mesh.corners[face]:
+                    cell = "%d"
+                    if has_vt or has_vn:
+                        cell += f"/{int(vt) + 1}" if has_vt else "/"
+                    if has_vn:
+                        cell += f"/{int(vn) + step * n_normals + 1}"
+                    cells.append(cell)
+                lines[step].append("f " + " ".join(cells) + "\n")
+            corners.extend(int(v) for v in mesh.corners[face, :, 0])
+    return ["".join(step_lines) for step_lines in lines], np.array(corners, np.int64)
 
 
 def obj_header(mesh: Mesh, *, mtl_name: str) -> bytes:
@@ -147,6 +177,8 @@ def vertex_lines(positions: np.ndarray) -> tuple[bytes, np.ndarray]:
     """`v x y z` lines with 3 decimals, formatted with numpy (no per-number Python work).
 
     The same text as "%.3f" (a value exactly half-way between two thousandths may round the other way).
+    Each number is written right-aligned into a fixed-width field padded with NUL bytes, column by column;
+    one boolean compaction then drops the padding.
 
     Args:
         positions: (N, 3) float64 metres, finite.
@@ -154,62 +186,115 @@ def vertex_lines(positions: np.ndarray) -> tuple[bytes, np.ndarray]:
     Returns:
         (ASCII text of N lines, (N,) int64 byte offset of each line).
     """
-    thousandths = np.rint(positions * 1000.0).astype(np.int64).reshape(-1)
-    negative = np.signbit(positions).reshape(-1)  # like "%.3f": -0.0001 is "-0.000"
-    magnitude = np.abs(thousandths)
-    whole, frac = np.divmod(magnitude, 1000)
+    thousandths = np.rint(positions * 1000.0).astype(np.int64)
+    negative = np.ascontiguousarray(np.signbit(positions).T)  # like "%.3f": -0.0001 is "-0.000"
+    whole, frac = (np.ascontiguousarray(part.T) for part in np.divmod(np.abs(thousandths), 1000))
     digits = _digit_counts(whole)
-    widths = (negative + digits + 4).reshape(-1, 3)  # [-]d+.ddd
-    line_lengths = widths.sum(axis=1) + 5  # "v " + 2 spaces + "\n"
-    line_starts = np.zeros(len(widths), np.int64)
-    np.cumsum(line_lengths[:-1], out=line_starts[1:])
-    # Byte offset of the last character of each number: "v " then the numbers separated by one space.
-    ends = (line_starts[:, None] + 1 + np.cumsum(widths + 1, axis=1) - 1).reshape(-1)
-    out = np.full(int(line_lengths.sum()), ord(" "), np.uint8)
-    out[line_starts] = ord("v")
-    out[line_starts + line_lengths - 1] = ord("\n")
-    zero = ord("0")
-    out[ends] = zero + frac % 10
-    out[ends - 1] = zero + frac // 10 % 10
-    out[ends - 2] = zero + frac // 100
-    out[ends - 3] = ord(".")
-    out[ends - 4] = zero + whole % 10
-    remaining, place = whole // 10, 5
-    for more in range(1, int(digits.max(initial=1))):
-        chosen = digits > more
-        out[ends[chosen] - place] = zero + remaining[chosen] % 10
+    field = int(digits.max(initial=1)) + 5  # sign, digits, ".", 3 decimals
+    line = 1 + 3 * (field + 1) + 1  # "v", then " " + field per number, then "\n"
+    pad, zero = 0, ord("0")
+    # Built column-major (one contiguous row per text column): writing a column is then a fast contiguous copy.
+    columns = np.full((line, len(positions)), pad, np.uint8)
+    columns[0] = ord("v")
+    columns[-1] = ord("\n")
+    for axis in range(3):
+        end = 1 + (axis + 1) * (field + 1) - 1  # column of the last decimal
+        columns[end - field] = ord(" ")
+        rest = frac[axis]
+        for place in range(3):
+            columns[end - place] = zero + rest % 10
+            rest = rest // 10
+        columns[end - 3] = ord(".")
+        rest, count, sign = whole[axis], digits[axis], negative[axis]
+        for place in range(field - 5 + 1):
+            # A digit where the number still has one, "-" just before its first digit, else padding.
+            is_digit = (count > place).view(np.uint8)
+            is_minus = (sign & (count == place)).view(np.uint8)
+            columns[end - 4 - place] = is_digit * (zero + (rest % 10).astype(np.uint8)) + is_minus * ord("-")
+            rest = rest // 10
+    matrix = np.ascontiguousarray(columns.T)
+    kept = matrix != pad
+    lengths = kept.sum(axis=1)
+    starts = np.zeros(len(positions), np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    return matrix[kept].tobytes(), starts
+
+
+def _digit_text(numbers: np.ndarray, widths: np.ndarray, ends: np.ndarray, out: np.ndarray) -> None:
+    # Write non-negative integers right-aligned so that their last digit lands at `ends` (all same shape).
+    remaining = numbers.copy()
+    for place in range(int(widths.max(initial=1))):
+        chosen = widths > place
+        out[(ends - place)[chosen]] = ord("0") + remaining[chosen] % 10
         remaining //= 10
-        place += 1
-    out[(ends - 4 - digits)[negative]] = ord("-")
-    return out.tobytes(), line_starts
 
 
-def format_obj_part(trees: Sequence[Tree], mesh: Mesh) -> bytes:
-    """The OBJ lines of a range of trees, independent of every other range and of its place in the scene.
+def _face_rows(templates: list[str], corners: np.ndarray, bases: np.ndarray, steps: np.ndarray) -> list[bytes]:
+    """Every tree's face text: templates[steps[k]] with its "%d" slots filled by bases[k] + corners.
 
-    Faces use relative (negative) indices, which the OBJ format defines and every reader we test resolves:
-    the same tree gives the same text wherever it stands, so parts need no offsets at all.
+    Trees that share a template and whose vertex numbers all have the same digit count share one row layout:
+    their rows are one (n, row length) byte matrix, copied from the template and with the digit columns
+    written by numpy. The rare tree whose numbers cross a power of ten is formatted with "%".
+
+    Args:
+        templates: S templates with the same number C of "%d" slots.
+        corners: (C,) int64 offset of each slot's number from the tree's base.
+        bases: (K,) int64 number of each tree's first vertex.
+        steps: (K,) template of each tree.
+
+    Returns:
+        K byte strings.
+    """
+    rows: list[bytes] = [b""] * len(bases)
+    low, high = _digit_counts(bases + corners.min()), _digit_counts(bases + corners.max())
+    for k in np.nonzero(low != high)[0].tolist():
+        rows[k] = (templates[steps[k]] % tuple((bases[k] + corners).tolist())).encode()
+    uniform = np.nonzero(low == high)[0]
+    keys = steps[uniform] * 100 + low[uniform]
+    for key in np.unique(keys).tolist():
+        members = uniform[keys == key]
+        step, width = divmod(key, 100)
+        row, slot_starts = _row_layout(templates[step], width)
+        matrix = np.tile(np.frombuffer(row, np.uint8), (len(members), 1))
+        numbers = bases[members][:, None] + corners[None, :]
+        for place in range(width):
+            matrix[:, slot_starts + width - 1 - place] = ord("0") + numbers % 10
+            numbers //= 10
+        block = matrix.tobytes()
+        for j, k in enumerate(members.tolist()):
+            rows[k] = block[j * len(row) : (j + 1) * len(row)]
+    return rows
+
+
+def format_obj_part(trees: Sequence[Tree], mesh: Mesh, *, first_index: int) -> bytes:
+    """The OBJ lines of a range of trees, independent of every other range.
 
     Args:
         trees: the trees of this part, in scene order.
         mesh: the normalised base mesh.
+        first_index: the scene position of trees[0] (0-based): its vertices are numbered from
+            first_index * V + 1 (absolute indices, which every OBJ reader resolves the same way).
 
     Returns:
         UTF-8 bytes: per tree an `o tree_<id>` object, its vertices and its faces.
     """
     if not trees:
         return b""
-    face_texts = [text.encode() for text in _face_texts(mesh)]
+    templates, corners = _cached_face_templates(mesh)
     n_vertices = len(mesh.positions)
     positions = placed_positions(trees, mesh).reshape(-1, 3)
     text, line_starts = vertex_lines(positions)
     bounds = line_starts[::n_vertices].tolist() + [len(text)]
     view = memoryview(text)
+    bases = np.arange(first_index, first_index + len(trees), dtype=np.int64) * n_vertices + 1
+    ids = np.array([t.id for t in trees], np.int64)
+    steps = rotation_steps(ids) if len(templates) > 1 else np.zeros(len(trees), np.int64)
+    faces = _face_rows(templates, corners, bases, steps)
     chunks: list[bytes | memoryview] = []
-    for k, tree in enumerate(trees):
-        chunks.append(b"o tree_%d\n" % tree.id)
+    for k, tree_id in enumerate(ids.tolist()):
+        chunks.append(b"o tree_%d\n" % tree_id)
         chunks.append(view[bounds[k] : bounds[k + 1]])
-        chunks.append(face_texts[rotation_step(tree.id) if len(face_texts) > 1 else 0])
+        chunks.append(faces[k])
     return b"".join(chunks)
 
 
@@ -229,7 +314,7 @@ def iter_obj_parts(
     """
     yield obj_header(mesh, mtl_name=mtl_name)
     for start in range(0, len(trees), trees_per_part):
-        yield format_obj_part(trees[start : start + trees_per_part], mesh)
+        yield format_obj_part(trees[start : start + trees_per_part], mesh, first_index=start)
 
 
 def default_mtl(mesh: Mesh) -> str:

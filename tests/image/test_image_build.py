@@ -89,7 +89,8 @@ def test_user_is_not_root(built_image: dict[str, Any], rootfs: Path) -> None:
 def test_package_imports_as_the_image_user(built_image: dict[str, Any], rootfs: Path) -> None:
     env = dict(item.split("=", 1) for item in built_image["Config"]["Env"])
     code = (
-        "import cv2, ray, treecore, serve_app; from ray import serve; import azure.identity, azure.storage.blob;"
+        "import cv2, ray, treecore, serve_app, serve_app.builder; from ray import serve;"
+        "import azure.identity, azure.storage.blob;"
         "print(ray.__version__, cv2.__version__, treecore.__file__, serve_app.__file__)"
     )
     chroot = shutil.which("chroot")

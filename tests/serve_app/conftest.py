@@ -90,7 +90,8 @@ def serve_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def serve_url(serve_env: dict[str, str]) -> Iterator[str]:
     """One real local Ray Serve for the session: the app at /, the same app with API_KEY at /secured.
 
-    Ray gets 2 CPUs and a 1 GB object store; Detector replicas take half a CPU each so both apps fit.
+    Ray gets 2 CPUs and a 1 GB object store; Detector replicas take half a CPU each so both apps fit, and
+    take one call at a time, so the two tiles of an image are always on different replicas.
     Shut down (Serve, then Ray) at the end of the session.
     """
     ray = pytest.importorskip("ray")
@@ -119,7 +120,7 @@ def serve_url(serve_env: dict[str, str]) -> Iterator[str]:
             "Ingress": no_cpu,
             "TileSplitter": no_cpu,
             "ModelAssembler": no_cpu,
-            "Detector": {"num_replicas": 2, "max_ongoing_requests": 2, **half_cpu},
+            "Detector": {"num_replicas": 2, "max_ongoing_requests": 1, **half_cpu},
         }
         serve.run(bind_graph(args, options=options), name="tree-detection", route_prefix="/")
         secured_env = {"runtime_env": {"env_vars": {"API_KEY": API_KEY}}, "num_cpus": 0}

@@ -53,7 +53,7 @@ def test_parts_are_independent_and_concatenate_to_the_whole(base):
     whole = b"".join(iter_obj_parts(trees, base, mtl_name="s.mtl", trees_per_part=25))
     pieces = b"".join(iter_obj_parts(trees, base, mtl_name="s.mtl", trees_per_part=4))
     assert whole == pieces
-    assert format_obj_part(trees[10:15], base) in whole
+    assert format_obj_part(trees[10:15], base, first_index=10) in whole
     assert whole == b"".join(iter_obj_parts(trees, base, mtl_name="s.mtl", trees_per_part=7))  # same input, same bytes
 
 
@@ -65,8 +65,8 @@ def test_empty_scene_is_a_valid_model(tmp_path, base):
 
 def test_rotation_comes_from_the_id(base):
     assert rotation_step(1) == rotation_step(1) and len({rotation_step(i) for i in range(1, 200)}) > 30
-    a = format_obj_part([Tree(1, 0, 0, 3, 0, 0, 0)], base)
-    b = format_obj_part([Tree(2, 0, 0, 3, 0, 0, 0)], base)
+    a = format_obj_part([Tree(1, 0, 0, 3, 0, 0, 0)], base, first_index=0)
+    b = format_obj_part([Tree(2, 0, 0, 3, 0, 0, 0)], base, first_index=0)
     assert a.split(b"\n", 1)[1] != b.split(b"\n", 1)[1]
 
 
