@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 from ray.serve.deployment import Deployment
 
-from serve_app.deployments import Detector, Ingress, ModelAssembler, TileSplitter
+from serve_app.deployments import Detector, Ingress, ModelAssembler, StageOptions, TileSplitter
 from serve_app.settings import Settings
 from treecore.basemodels import DEFAULT_MODELS_DIR
 
@@ -48,15 +48,8 @@ def bind_graph(app_args: AppArgs, *, options: dict[str, dict[str, Any]] | None =
     assembler = with_options(ModelAssembler).bind(
         app_args.models_dir, app_args.assembler_threads, app_args.trees_per_part
     )
-    return with_options(Ingress).bind(
-        splitter,
-        detector,
-        assembler,
-        app_args.tiles_per_replica,
-        app_args.min_tile_pixels,
-        app_args.detector_attempts,
-        app_args.models_dir,
-    )
+    stage_options = StageOptions(app_args.tiles_per_replica, app_args.min_tile_pixels, app_args.detector_attempts)
+    return with_options(Ingress).bind(splitter, detector, assembler, stage_options, app_args.models_dir)
 
 
 def build_app(args: dict[str, Any]) -> Application:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -174,6 +175,15 @@ class ModelAssembler:
         return self.builder.store.describe()
 
 
+@dataclass(frozen=True)
+class StageOptions:
+    """How the ingress drives the stages (from serve_config.yaml `args`)."""
+
+    tiles_per_replica: int  # tiles per running Detector replica
+    min_tile_pixels: int  # the smallest worthwhile tile, pixels
+    attempts: int  # tries per call when a replica dies
+
+
 class ServeStages:
     """The pipeline stages as calls to the deployments, with retries when a replica dies."""
 
@@ -182,10 +192,7 @@ class ServeStages:
         splitter: DeploymentHandle,
         detector: DeploymentHandle,
         assembler: DeploymentHandle,
-        *,
-        tiles_per_replica: int,
-        min_tile_pixels: int,
-        attempts: int,
+        options: StageOptions,
         metrics: Metrics,
     ) -> None:
         """Stages over deployment handles.
@@ -194,14 +201,13 @@ class ServeStages:
             splitter: TileSplitter handle.
             detector: Detector handle.
             assembler: ModelAssembler handle.
-            tiles_per_replica: tiles per running Detector replica.
-            min_tile_pixels: the smallest worthwhile tile, pixels.
-            attempts: tries per call when a replica dies.
+            options: tiles per replica, smallest tile, tries.
             metrics: retries are counted here.
         """
         self.metrics = metrics
         self.splitter, self.detector, self.assembler = splitter, detector, assembler
-        self.tiles_per_replica, self.min_tile_pixels, self.attempts = tiles_per_replica, min_tile_pixels, attempts
+        self.tiles_per_replica, self.min_tile_pixels = options.tiles_per_replica, options.min_tile_pixels
+        self.attempts = options.attempts
         self._replicas, self._replicas_at = 1, 0.0
         self._storage = "unknown"
 
@@ -280,24 +286,14 @@ class Ingress:
         splitter: DeploymentHandle,
         detector: DeploymentHandle,
         assembler: DeploymentHandle,
-        tiles_per_replica: int,
-        min_tile_pixels: int,
-        attempts: int,
+        options: StageOptions,
         models_dir: str,
     ) -> None:
         """Build the stages; the app itself is made in __serve_build_asgi_app__."""
         self.settings = Settings.from_env()
         logging.getLogger("serve_app").setLevel(self.settings.log_level)
         self.metrics = RayMetrics()
-        self.stages = ServeStages(
-            splitter,
-            detector,
-            assembler,
-            tiles_per_replica=tiles_per_replica,
-            min_tile_pixels=min_tile_pixels,
-            attempts=attempts,
-            metrics=self.metrics,
-        )
+        self.stages = ServeStages(splitter, detector, assembler, options, self.metrics)
         self.models_dir = Path(models_dir)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
