@@ -12,12 +12,15 @@ from typing import TypeVar
 
 from serve_app.storage import ModelStore, StoredModel
 from treecore.basemodels import DEFAULT_MODELS_DIR, check_model_name, load_model
-from treecore.mesh import Mesh
-from treecore.objwriter import TREES_PER_PART, format_obj_part, obj_header
+from treecore.errors import UnknownModelError
+from treecore.mesh import Mesh, load_obj, normalised
+from treecore.objwriter import TREES_PER_PART, default_mtl, format_obj_part, obj_header
 from treecore.types import Tree
 
 T = TypeVar("T")
 R = TypeVar("R")
+#: name -> (OBJ text, MTL text or None), or None: base models kept outside the image (tree-models container).
+RemoteModels = Callable[[str], tuple[str, str | None] | None]
 
 #: OBJ media type (registered 2022); browsers and the legacy front end treat it as a download.
 OBJ_MEDIA_TYPE = "model/obj"
@@ -66,7 +69,13 @@ class ModelBuilder:
     """Makes merged OBJ scenes from a base model folder and hands large ones to a store."""
 
     def __init__(
-        self, store: ModelStore, *, models_dir: Path = DEFAULT_MODELS_DIR, workers: int = 2, trees_per_part: int = 0
+        self,
+        store: ModelStore,
+        *,
+        models_dir: Path = DEFAULT_MODELS_DIR,
+        workers: int = 2,
+        trees_per_part: int = 0,
+        remote_models: RemoteModels | None = None,
     ) -> None:
         """A builder.
 
@@ -75,8 +84,11 @@ class ModelBuilder:
             models_dir: folder of base models (<name>.obj + <name>.mtl).
             workers: threads formatting parts.
             trees_per_part: trees per part (0: treecore's default).
+            remote_models: where to look for a base model that is not in models_dir (the tree-models
+                container): name -> (OBJ text, MTL text or None), or None when it has no such model.
         """
         self.store = store
+        self.remote_models = remote_models
         self.models_dir = models_dir
         self.workers = workers
         self.trees_per_part = trees_per_part or TREES_PER_PART
@@ -95,8 +107,19 @@ class ModelBuilder:
         stem = check_model_name(name)
         with self._lock:
             if stem not in self._models:
-                self._models[stem] = load_model(stem, self.models_dir)
+                self._models[stem] = self._load(stem)
             return self._models[stem]
+
+    def _load(self, stem: str) -> tuple[Mesh, str]:
+        try:
+            return load_model(stem, self.models_dir)
+        except UnknownModelError:
+            found = self.remote_models(stem) if self.remote_models is not None else None
+            if found is None:
+                raise
+        obj_text, mtl_text = found
+        mesh = normalised(load_obj(obj_text, name=stem))
+        return mesh, mtl_text if mtl_text is not None else default_mtl(mesh)
 
     def parts(self, trees: list[Tree], mesh: Mesh, *, mtl_name: str) -> Iterator[bytes]:
         """The scene as ordered byte parts: header, then ranges of trees formatted in parallel.

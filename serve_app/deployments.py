@@ -27,7 +27,7 @@ from serve_app.ingress import create_app
 from serve_app.metrics import Metrics, RayMetrics
 from serve_app.pipeline import SplitPlan, split_image, tile_count_for
 from serve_app.settings import Settings
-from serve_app.storage import StoredModel, make_store
+from serve_app.storage import AzureModelStore, StoredModel, blob_models, make_store
 from treecore.detect import detect_tile
 from treecore.types import DetectionParams, Tile, Tree
 
@@ -164,7 +164,10 @@ class ModelAssembler:
             url_prefix="/download",
             retention_s=settings.generated_models_retention_s,
         )
-        self.builder = ModelBuilder(store, models_dir=Path(models_dir), workers=threads, trees_per_part=trees_per_part)
+        remote = blob_models(store, settings.container_tree_models) if isinstance(store, AzureModelStore) else None
+        self.builder = ModelBuilder(
+            store, models_dir=Path(models_dir), workers=threads, trees_per_part=trees_per_part, remote_models=remote
+        )
 
     def build(self, trees: list[Tree], base_model: str, store: bool, name: str) -> InlineModel | StoredModel:
         """One scene (see ModelBuilder.build)."""

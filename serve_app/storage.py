@@ -354,6 +354,24 @@ class AzureModelStore:
             raise storage_error(exc, self.service.url) from None
 
 
+def blob_models(store: AzureModelStore, container: str) -> Callable[[str], tuple[str, str | None] | None]:
+    """Base tree models from a container: name -> (<name>.obj text, <name>.mtl text or None), None if absent.
+
+    Args:
+        store: the Azure store (its client and credentials are used).
+        container: the tree-models container.
+
+    Returns:
+        The lookup function.
+    """
+
+    def lookup(stem: str) -> tuple[str, str | None] | None:
+        obj = store.read_text(container, f"{stem}.obj")
+        return None if obj is None else (obj, store.read_text(container, f"{stem}.mtl"))
+
+    return lookup
+
+
 def _client_options() -> dict[str, Any]:
     # Fail in seconds when storage is down. The storage SDK's own default retry waits 15 s, then 18 s, ...
     # (ExponentialRetry(initial_backoff=15, increment_base=3)): a request would hang for a minute.

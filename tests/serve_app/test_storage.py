@@ -205,3 +205,42 @@ def test_delegation_key_is_cached_and_renewed_before_expiry() -> None:
     now[0] = expiry - timedelta(seconds=RENEW_BEFORE_S - 1)
     assert store.delegation_key() == "key-2"  # renewed before it runs out
     assert len(service.requests) == 2
+
+
+@pytest_azurite
+def test_base_model_from_the_tree_models_container(azurite: Azurite, tmp_path: Path) -> None:
+    from serve_app.storage import blob_models
+
+    models = _container()
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    service.create_container(models)
+    square = "mtllib custom.mtl\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nusemtl leaf\nf 1 2 3 4\n"
+    service.get_blob_client(models, "custom.obj").upload_blob(square.encode())
+    service.get_blob_client(models, "custom.mtl").upload_blob(b"newmtl leaf\nKd 0 1 0\n")
+    store = AzureModelStore.from_connection_string(azurite.connection_string, _container())
+    builder = ModelBuilder(LocalModelStore(tmp_path, "/d"), remote_models=blob_models(store, models))
+    mesh, mtl = builder.model("custom")
+    assert len(mesh.positions) == 4 and "newmtl leaf" in mtl
+    built = builder.build([], "custom", store=False, name="scene")
+    assert built.data.startswith(b"# Tree scene")
+    from treecore.errors import UnknownModelError
+
+    with pytest.raises(UnknownModelError):
+        builder.model("absent_everywhere")
+
+
+def test_storage_failure_is_503_and_leaves_nothing(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from serve_app.ingress import create_app
+    from serve_app.pipeline import LocalStages
+    from serve_app.settings import Settings
+
+    blocker = tmp_path / "models"
+    blocker.write_text("a file where the models folder should be")
+    settings = Settings(generated_models_dir=blocker, large_model_threshold=5)
+    stages = LocalStages(ModelBuilder(LocalModelStore(blocker, "/download")), max_pixels=10**7)
+    with TestClient(create_app(settings, stages)) as client:
+        response = client.post("/generate-model", json={"trees": [{"x": 1.0, "y": 1.0, "diameter": 2.0}] * 10})
+    assert response.status_code == 503 and "not writable" in response.json()["detail"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]
