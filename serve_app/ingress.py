@@ -154,8 +154,12 @@ def create_app(
             "filename": stored.name,
             "filesize_mb": round(stored.size_bytes / 1e6, 2),
             "total_trees": total_trees,
-            "message": f"The model has {total_trees:,} trees, more than {settings.large_model_threshold:,}: "
-            "it was stored; download it from download_url before it expires.",
+            "message": (
+                f"The model has {total_trees:,} trees, more than {settings.large_model_threshold:,}: it was stored; "
+                if total_trees > settings.large_model_threshold
+                else f"The model ({total_trees:,} trees) was stored; "
+            )
+            + "download it from download_url before it expires.",
             "expires_in": stored.expires_in_s,
         }
 

@@ -142,6 +142,7 @@ def test_large_model_is_stored_and_downloadable(client: TestClient) -> None:
     body = response.json()
     assert set(body) == {"download_url", "filename", "filesize_mb", "total_trees", "message", "expires_in"}
     assert body["total_trees"] == 60 and body["filename"].endswith(".obj")
+    assert "more than 50" in body["message"]
     download = client.get(body["download_url"])
     assert download.status_code == 200 and download.content.count(b"\no tree_") == 60
     assert f'filename="{body["filename"]}"' in download.headers["content-disposition"]
@@ -215,6 +216,7 @@ def test_detect_and_generate_job_stores_the_model(client: TestClient, scene_png:
     assert job["state"] == "succeeded", job
     model = job["result"]["model"]
     assert model["total_trees"] == job["result"]["detection"]["total_trees"]
+    assert ("more than" in model["message"]) == (model["total_trees"] > 50)  # a job stores small models too
     assert client.get(model["download_url"]).status_code == 200
 
 
