@@ -60,6 +60,22 @@ def ray_pss_mb() -> float:
     return total_kb / 1024
 
 
+def ray_private_mb() -> float:
+    """Summed private anonymous memory (RssAnon: heaps, not the shared object store) of the Ray processes, MB."""
+    total_kb = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"ray::" not in cmdline and b"raylet" not in cmdline and b"gcs_server" not in cmdline:
+                continue
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    total_kb += int(line.split()[1])
+        except OSError:
+            continue
+    return total_kb / 1024
+
+
 class PeakMemory:
     """Samples ray_pss_mb() every 0.2 s in a thread; `peak` is the largest seen."""
 

@@ -7,6 +7,8 @@ not from these decorators.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -96,9 +98,39 @@ async def call_with_retries(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+@functools.cache
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return None
+
+
+def release_free_memory() -> None:
+    """Give freed heap pages back to the OS (glibc `malloc_trim`; a no-op elsewhere).
+
+    A tile's OpenCV/numpy temporaries are tens to hundreds of MB; glibc keeps such freed blocks in its arenas
+    (its mmap threshold grows after the first big free), so without this a Detector's memory stays at its
+    largest tile's peak after the load is gone.
+    """
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+#: How long the TileSplitter keeps an image alive when nobody releases it (a request's longest life), seconds.
+IMAGE_HOLD_S = 1800
+
+
 @serve.deployment
 class TileSplitter:
-    """Decodes an upload once, checks its size, plans the tiles and puts the image into the object store once."""
+    """Decodes an upload once, checks its size, plans the tiles and puts the image into the object store once.
+
+    The splitter owns the image object. Ray's borrowing protocol can lose a reference that is only nested in a
+    Serve response (seen under load: "object has already been deleted by the reference counting protocol"),
+    so the splitter also holds each image until the ingress releases it after the detection, or for at most
+    IMAGE_HOLD_S.
+    """
 
     def __init__(self, max_image_pixels: int) -> None:
         """A splitter.
@@ -107,6 +139,7 @@ class TileSplitter:
             max_image_pixels: the pixel limit.
         """
         self.max_image_pixels = max_image_pixels
+        self._held: dict[str, tuple[Any, float]] = {}
 
     def split(self, data: bytes, params: DetectionParams, n_tiles: int) -> SplitPlan:
         """Decode, plan, and share the pixels.
@@ -117,11 +150,25 @@ class TileSplitter:
             n_tiles: tiles wanted.
 
         Returns:
-            The plan; its `image` is [ObjectRef] of the (H, W, 3) uint8 RGB array.
+            The plan; its `image` is [ObjectRef of the (H, W, 3) uint8 RGB array, hold key].
         """
         started = time.perf_counter()
         image, tiles = split_image(data, params, n_tiles, max_pixels=self.max_image_pixels)
-        return SplitPlan([ray.put(image)], image.shape, tuple(tiles), time.perf_counter() - started)
+        now = time.monotonic()
+        for key in [k for k, (_, held_at) in self._held.items() if now - held_at > IMAGE_HOLD_S]:
+            del self._held[key]
+        ref = ray.put(image)
+        key = ref.hex()
+        self._held[key] = (ref, now)
+        return SplitPlan([ref, key], image.shape, tuple(tiles), time.perf_counter() - started)
+
+    def release(self, key: str) -> None:
+        """Drop the hold on an image (its detection is done)."""
+        self._held.pop(key, None)
+
+    def held(self) -> int:
+        """Images held now (for tests: it returns to 0 when requests end)."""
+        return len(self._held)
 
 
 @serve.deployment
@@ -132,7 +179,7 @@ class Detector:
         """One tile.
 
         Args:
-            image_ref: [ObjectRef] of the full (H, W, 3) uint8 RGB image.
+            image_ref: [ObjectRef of the full (H, W, 3) uint8 RGB image, hold key].
             tile: the tile (core and halo windows, full-image pixels).
             params: detection parameters.
 
@@ -140,7 +187,10 @@ class Detector:
             The trees whose centre lies in the tile's core (full-image coordinates, id 0).
         """
         image = ray.get(image_ref[0])
-        return detect_tile(image, tile, params)
+        try:
+            return detect_tile(image, tile, params)
+        finally:
+            release_free_memory()
 
 
 @serve.deployment
@@ -245,6 +295,10 @@ class ServeStages:
             on_retry=lambda: self.metrics.retried("split"),
         )
         return plan
+
+    async def release(self, plan: SplitPlan) -> None:
+        """Let the TileSplitter drop its hold on the plan's image (fire and forget)."""
+        self.splitter.release.remote(plan.image[1])
 
     async def detect_tile(self, plan: SplitPlan, tile: Tile, params: DetectionParams) -> list[Tree]:
         """Detector.detect, retried on another replica if this one dies."""

@@ -48,9 +48,9 @@ class Progress:
 class SplitPlan:
     """A decoded image and its tiles.
 
-    `image` is how detectors reach the pixels: a one-element list holding the object-store reference on
-    Ray Serve (a list, so Ray passes the reference instead of resolving it), or the (H, W, 3) uint8 RGB
-    array itself in one process. `shape` is (H, W, 3); `decode_s` seconds.
+    `image` is how detectors reach the pixels: on Ray Serve a list [object-store reference, hold key] (a list,
+    so Ray passes the reference instead of resolving it), in one process the (H, W, 3) uint8 RGB
+    array. `shape` is (H, W, 3); `decode_s` seconds.
     """
 
     image: Any
@@ -113,6 +113,10 @@ class Stages(Protocol):
         """Trees owned by one tile (full-image coordinates, id 0)."""
         ...
 
+    async def release(self, plan: SplitPlan) -> None:
+        """The plan's image is no longer needed."""
+        ...
+
     async def build_model(
         self, trees: list[Tree], base_model: str, *, store: bool, name: str
     ) -> InlineModel | StoredModel:
@@ -160,7 +164,10 @@ async def detect(
         progress.trees_so_far += len(found)
         return found
 
-    per_tile = await asyncio.gather(*(one(tile) for tile in plan.tiles))
+    try:
+        per_tile = await asyncio.gather(*(one(tile) for tile in plan.tiles))
+    finally:
+        await stages.release(plan)
     detected = time.perf_counter()
     progress.stage = "merging"
     trees = merge_trees([t for found in per_tile for t in found], params.cluster_threshold)
@@ -225,6 +232,9 @@ class LocalStages:
         started = time.perf_counter()
         image, tiles = await asyncio.to_thread(split_image, data, params, n_tiles, max_pixels=self.max_pixels)
         return SplitPlan(image, image.shape, tuple(tiles), time.perf_counter() - started)
+
+    async def release(self, plan: SplitPlan) -> None:
+        """Nothing to release in one process."""
 
     async def detect_tile(self, plan: SplitPlan, tile: Tile, params: DetectionParams) -> list[Tree]:
         """One tile in a worker thread."""

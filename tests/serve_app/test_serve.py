@@ -60,6 +60,18 @@ def test_serve_results_equal_treecore_in_one_process(serve_url: str, size: int, 
     assert body["tile_count"] == (1 if size * size < 500_000 else 2)
 
 
+def test_images_are_released_after_their_requests(serve_url: str) -> None:
+    from ray import serve
+
+    for size in (600, 1500):
+        assert _detect(serve_url, make_scene(size)).status_code == 200
+    splitter = serve.get_deployment_handle("TileSplitter", app_name="tree-detection")
+    deadline = time.monotonic() + 30
+    while splitter.held.remote().result() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert splitter.held.remote().result() == 0
+
+
 def test_legacy_client_request_and_fields(serve_url: str) -> None:
     response = _detect(serve_url, make_scene(1024))
     assert response.status_code == 200, response.text

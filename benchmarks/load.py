@@ -1,0 +1,154 @@
+"""A bounded load test on loopback: many concurrent small detections, then a few large ones.
+
+Starts its own Ray (2 CPUs, 2 GB object store) and Serve with serve_config.yaml's limits (Ingress
+max_ongoing_requests 32 + max_queued_requests 64, Detector queue 64), sends a counted, time-limited burst
+with an async client, and prints requests/s, latency percentiles, status counts and the Ray processes'
+memory (PSS) before, at peak and after.
+
+    .venv/bin/python benchmarks/load.py [--clients 200] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.serve_pipeline import PeakMemory, _free_port, p95, ray_private_mb, ray_pss_mb  # noqa: E402
+from scripts.make_sample import make_scene  # noqa: E402
+
+
+def private_by_process() -> dict[str, float]:
+    """RssAnon per Ray process, MB, by its process title."""
+    out: dict[str, float] = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+            cmdline = (status.parent / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            if "ray::" not in cmdline and "raylet" not in cmdline and "gcs_server" not in cmdline:
+                continue
+            rss = next(line for line in text.splitlines() if line.startswith("RssAnon:"))
+            out[f"{cmdline[:60]} ({status.parent.name})"] = int(rss.split()[1]) / 1024
+        except (OSError, StopIteration):
+            continue
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    """q-th percentile (nearest rank), q in [0, 1]."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+async def burst(url: str, png: bytes, size_m: float, clients: int, seconds: float, limit: int) -> dict[str, object]:
+    """`clients` concurrent clients posting back to back until `seconds` pass or `limit` requests were sent."""
+    statuses: collections.Counter[int | str] = collections.Counter()
+    latencies: list[float] = []
+    sent = 0
+    deadline = time.monotonic() + seconds
+    data = {"real_width": str(size_m), "real_height": str(size_m), "min_diameter": "2", "cluster_threshold": "0"}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+
+        async def one_client() -> None:
+            nonlocal sent
+            while time.monotonic() < deadline and sent < limit:
+                sent += 1
+                started = time.perf_counter()
+                try:
+                    response = await client.post(
+                        f"{url}/detect-trees", files={"image": ("t.png", png, "image/png")}, data=data
+                    )
+                    statuses[response.status_code] += 1
+                    if response.status_code == 200:
+                        latencies.append(time.perf_counter() - started)
+                except httpx.HTTPError as exc:
+                    statuses[type(exc).__name__] += 1
+
+        started = time.monotonic()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        elapsed = time.monotonic() - started
+    return {"sent": sent, "elapsed": elapsed, "statuses": dict(statuses), "latencies": latencies}
+
+
+def row(name: str, result: dict[str, object]) -> str:
+    """One markdown table row."""
+    lat = result["latencies"]
+    assert isinstance(lat, list)
+    ok = len(lat)
+    elapsed = float(result["elapsed"])  # type: ignore[arg-type]
+    statuses = ", ".join(f"{k}: {v}" for k, v in sorted(result["statuses"].items(), key=str))  # type: ignore[union-attr]
+    return (
+        f"| {name} | {result['sent']} | {ok / elapsed:.1f} | {percentile(lat, 0.5):.2f} | {p95(lat) if lat else 0:.2f} "
+        f"| {percentile(lat, 0.99):.2f} | {statuses} |"
+    )
+
+
+def main() -> int:
+    """Run the load test and print a markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--limit", type=int, default=3000, help="most requests in the small burst")
+    args = parser.parse_args()
+
+    import ray
+    import yaml
+    from ray import serve
+
+    from serve_app.builder import AppArgs, bind_graph
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "serve_config.yaml").read_text())
+    deployments = {d["name"]: d for d in config["applications"][0]["deployments"]}
+    options = {}
+    for name, spec in deployments.items():
+        opts = {k: spec[k] for k in ("max_ongoing_requests", "max_queued_requests", "ray_actor_options") if k in spec}
+        opts["num_replicas"] = 2 if name == "Detector" else spec.get("num_replicas", 1)
+        options[name] = opts
+
+    ray.init(num_cpus=2, object_store_memory=2_000_000_000, include_dashboard=False, log_to_driver=False)
+    try:
+        port = _free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(bind_graph(AppArgs(), options=options), name="tree-detection", route_prefix="/")
+        url = f"http://127.0.0.1:{port}"
+        small, large = make_scene(512), make_scene(4096)
+        time.sleep(3)
+        baseline, private_baseline = ray_pss_mb(), ray_private_mb()
+        print("| burst | requests sent | ok requests/s | p50 s | p95 s | p99 s | statuses |")
+        print("|---|---|---|---|---|---|---|")
+        with PeakMemory() as memory:
+            small_result = asyncio.run(burst(url, small, 51.2, args.clients, args.seconds, args.limit))
+            print(row(f"{args.clients} clients, 512 x 512", small_result), flush=True)
+            large_result = asyncio.run(burst(url, large, 409.6, 4, args.seconds, 12))
+            print(row("4 clients, 4096 x 4096", large_result), flush=True)
+        time.sleep(10)
+        after, private_after = ray_pss_mb(), ray_private_mb()
+        print(
+            f"\nRay processes' memory: PSS before {baseline:,.0f} MB, peak {memory.peak:,.0f} MB, 10 s after "
+            f"{after:,.0f} MB (PSS counts object-store pages once touched); private heap (RssAnon) before "
+            f"{private_baseline:,.0f} MB, 10 s after {private_after:,.0f} MB"
+        )
+        for name, mb in sorted(private_by_process().items(), key=lambda item: -item[1])[:6]:
+            print(f"  private heap after: {name} {mb:,.0f} MB")
+        health = httpx.get(f"{url}/health", timeout=10).status_code
+        print(f"/health after the load: {health}")
+        for result in (small_result, large_result):
+            if any(str(code).startswith("5") and code != 503 for code in result["statuses"]):  # type: ignore[union-attr]
+                print("FAILED: a 5xx other than 503 under load")
+                return 1
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
