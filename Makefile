@@ -39,6 +39,7 @@ bench: venv
 	$(BIN)/python benchmarks/detect_speed.py
 	$(BIN)/python benchmarks/obj_speed.py
 	$(BIN)/python benchmarks/serve_pipeline.py --legacy-case
+	$(BIN)/python benchmarks/load.py
 	$(BIN)/python benchmarks/quality.py
 
 clean:
