@@ -44,36 +44,30 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def ray_pss_mb() -> float:
-    """Summed PSS of this user's Ray processes (replicas, proxy, controller, raylet, GCS), MB."""
+def _ray_memory_mb(source: str, field: str) -> float:
+    # Sum one "<field>: N kB" line of /proc/<pid>/<source> over this machine's Ray processes.
     total_kb = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             if b"ray::" not in cmdline and b"raylet" not in cmdline and b"gcs_server" not in cmdline:
                 continue
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
+            for line in Path(f"/proc/{pid}/{source}").read_text().splitlines():
+                if line.startswith(f"{field}:"):
                     total_kb += int(line.split()[1])
         except OSError:
             continue
     return total_kb / 1024
+
+
+def ray_pss_mb() -> float:
+    """Summed PSS of this user's Ray processes (replicas, proxy, controller, raylet, GCS), MB."""
+    return _ray_memory_mb("smaps_rollup", "Pss")
 
 
 def ray_private_mb() -> float:
     """Summed private anonymous memory (RssAnon: heaps, not the shared object store) of the Ray processes, MB."""
-    total_kb = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"ray::" not in cmdline and b"raylet" not in cmdline and b"gcs_server" not in cmdline:
-                continue
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("RssAnon:"):
-                    total_kb += int(line.split()[1])
-        except OSError:
-            continue
-    return total_kb / 1024
+    return _ray_memory_mb("status", "RssAnon")
 
 
 class PeakMemory:
