@@ -244,3 +244,43 @@ def test_storage_failure_is_503_and_leaves_nothing(tmp_path: Path) -> None:
         response = client.post("/generate-model", json={"trees": [{"x": 1.0, "y": 1.0, "diameter": 2.0}] * 10})
     assert response.status_code == 503 and "not writable" in response.json()["detail"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]
+
+
+@pytest_azurite
+def test_azurite_stopped_during_an_upload_through_the_api(own_azurite: Azurite) -> None:
+    from fastapi.testclient import TestClient
+
+    from serve_app.ingress import create_app
+    from serve_app.pipeline import LocalStages
+    from serve_app.settings import Settings
+
+    class StopsStorageMidway(ModelBuilder):
+        """Stops Azurite after the first part of the scene has been staged."""
+
+        stop = True
+
+        def parts(self, trees: Any, mesh: Any, *, mtl_name: str) -> Iterator[bytes]:
+            for index, part in enumerate(super().parts(trees, mesh, mtl_name=mtl_name)):
+                if index == 2 and self.stop:
+                    own_azurite.stop()
+                yield part
+
+    container = _container()
+    store = AzureModelStore.from_connection_string(own_azurite.connection_string, container)
+    store.block_bytes = 64 * 1024
+    builder = StopsStorageMidway(store, trees_per_part=20)
+    settings = Settings(azure_connection_string=own_azurite.connection_string, large_model_threshold=10)
+    trees = [{"x": 5.0 * (i % 10), "y": 5.0 * (i // 10), "diameter": 3.0} for i in range(100)]
+    with TestClient(create_app(settings, LocalStages(builder, max_pixels=10**7))) as client:
+        response = client.post("/generate-model", json={"trees": trees})
+        assert response.status_code == 503 and "unreachable" in response.json()["detail"]
+        own_azurite.start()
+        # The emulator was killed, so it may come back without the container; either way no scene was
+        # committed (the commit is the last call, after every part; test_failure_mid_upload_commits_nothing).
+        service = BlobServiceClient.from_connection_string(own_azurite.connection_string)
+        listing = service.get_container_client(container)
+        if listing.exists():
+            assert [b.name for b in listing.list_blobs() if b.name.endswith(".obj")] == []
+        builder.stop = False
+        again = client.post("/generate-model", json={"trees": trees})
+        assert again.status_code == 200 and httpx.get(again.json()["download_url"]).status_code == 200
