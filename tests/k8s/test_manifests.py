@@ -207,3 +207,16 @@ def test_deploy_guide_agrees_with_manifests() -> None:
     for placeholder, path in re.findall(r"sed -i \"s/([^/]+)/[^\"]*\" (k8s/overlays/aks/\S+)", guide):
         assert re.search(placeholder, (ROOT / path).read_text(encoding="utf-8")), (placeholder, path)
     assert len(re.findall(r"sed -i", guide)) >= 4
+
+
+def test_pods_run_non_root_on_a_read_only_root(rendered: list[dict[str, Any]]) -> None:
+    for template in _pod_templates(_rayservice(rendered)):
+        volumes = {v["name"]: v for v in template["spec"].get("volumes", [])}
+        for container in template["spec"]["containers"]:
+            security = container.get("securityContext", {})
+            assert security.get("runAsNonRoot") is True and security.get("runAsUser") == 1000, container["name"]
+            assert security.get("readOnlyRootFilesystem") is True and security.get("allowPrivilegeEscalation") is False
+            mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+            # The only writable paths: /tmp (Ray sessions, GENERATED_MODELS_DIR) and /dev/shm (object store).
+            assert set(mounts) == {"/tmp", "/dev/shm"}, container["name"]
+            assert all("emptyDir" in volumes[name] for name in mounts.values())
