@@ -153,7 +153,10 @@ class TileSplitter:
             The plan; its `image` is [ObjectRef of the (H, W, 3) uint8 RGB array, hold key].
         """
         started = time.perf_counter()
-        image, tiles = split_image(data, params, n_tiles, max_pixels=self.max_image_pixels)
+        try:
+            image, tiles = split_image(data, params, n_tiles, max_pixels=self.max_image_pixels)
+        finally:
+            release_free_memory()  # the decoder's temporaries are as large as the image
         now = time.monotonic()
         for key in [k for k, (_, held_at) in self._held.items() if now - held_at > IMAGE_HOLD_S]:
             del self._held[key]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 from pathlib import Path
 
 import cv2
@@ -196,3 +197,48 @@ def test_unknown_job_and_health_after_all_of_it(serve_url: str) -> None:
     assert httpx.delete(f"{serve_url}/jobs/nope").status_code == 404
     assert httpx.get(f"{serve_url}/health").json()["status"] == "ok"
     assert math.isfinite(_serve_rss_mb())
+
+
+def _ingress_fds() -> int:
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"ServeReplica:tree-detection:Ingress" in cmdline.read_bytes():
+                return len(list((cmdline.parent / "fd").iterdir()))
+        except OSError:
+            continue
+    raise AssertionError("no Ingress replica process found")
+
+
+def test_clients_that_disconnect_mid_upload_leak_nothing(serve_url: str, unchanged_models: None) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    host, port = urlsplit(serve_url).hostname, urlsplit(serve_url).port
+    boundary = "b0undary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
+    declared = 8 * 1024 * 1024
+    before = _ingress_fds()
+    for _ in range(5):
+        with socket.create_connection((host, port)) as sock:
+            request = (
+                f"POST /detect-trees HTTP/1.1\r\nHost: {host}\r\nContent-Length: {declared}\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n"
+            ).encode()
+            sock.sendall(request + head + b"\x89PNG" + b"\x00" * (3 * 1024 * 1024))  # then hang up
+    time.sleep(3)
+    assert _ingress_fds() <= before + 2  # the spooled uploads were closed, not leaked
+    assert httpx.get(f"{serve_url}/health").status_code == 200
+
+
+def test_a_job_outlives_its_client(serve_url: str) -> None:
+    files = {"image": ("t.png", make_scene(800), "image/png")}
+    with httpx.Client() as client:  # this client goes away at once
+        status_url = client.post(f"{serve_url}/jobs", files=files, data=LEGACY_FORM, timeout=60).json()["status_url"]
+    deadline = time.monotonic() + 60
+    while (job := httpx.get(status_url).json())["state"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert job["state"] == "succeeded" and job["result"]["total_trees"] > 0
