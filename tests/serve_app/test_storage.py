@@ -284,3 +284,28 @@ def test_azurite_stopped_during_an_upload_through_the_api(own_azurite: Azurite) 
         builder.stop = False
         again = client.post("/generate-model", json={"trees": trees})
         assert again.status_code == 200 and httpx.get(again.json()["download_url"]).status_code == 200
+
+
+def test_disk_full_is_503_and_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from fastapi.testclient import TestClient
+
+    import serve_app.storage as storage
+    from serve_app.ingress import create_app
+    from serve_app.pipeline import LocalStages
+    from serve_app.settings import Settings
+
+    def no_space(fd: int) -> None:  # what the kernel says when the filesystem is full at flush time
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(storage.os, "fsync", no_space)
+    folder = tmp_path / "models"
+    settings = Settings(generated_models_dir=folder, large_model_threshold=5)
+    stages = LocalStages(ModelBuilder(LocalModelStore(folder, "/download")), max_pixels=10**7)
+    with TestClient(create_app(settings, stages)) as client:
+        response = client.post("/generate-model", json={"trees": [{"x": 1.0, "y": 1.0, "diameter": 2.0}] * 10})
+        assert response.status_code == 503, response.text
+        assert "No space left on device" in response.json()["detail"]
+        assert client.get("/health").status_code == 200
+    assert list(folder.iterdir()) == []  # no half file, no temp file
