@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import threading
+import zipfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from serve_app.storage import ModelStore, StoredModel
 from treecore.basemodels import DEFAULT_MODELS_DIR, check_model_name, load_model
 from treecore.errors import UnknownModelError
+from treecore.gltf import write_glb
 from treecore.mesh import Mesh, load_obj, normalised
 from treecore.objwriter import TREES_PER_PART, default_mtl, format_obj_part, obj_header
 from treecore.types import Tree
@@ -25,16 +28,64 @@ RemoteModels = Callable[[str], tuple[str, str | None] | None]
 #: OBJ media type (registered 2022); browsers and the legacy front end treat it as a download.
 OBJ_MEDIA_TYPE = "model/obj"
 MTL_MEDIA_TYPE = "model/mtl"
+GLB_MEDIA_TYPE = "model/gltf-binary"
+ZIP_MEDIA_TYPE = "application/zip"
+#: Output formats of /generate-model.
+FORMATS = ("obj", "zip", "glb")
+
+
+class _Collector(io.RawIOBase):
+    """An unseekable sink that zipfile writes into; the written bytes are taken out as they come."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self.chunks.append(chunk)
+        self.position += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self.position
+
+    def take(self) -> bytes:
+        out, self.chunks = b"".join(self.chunks), []
+        return out
+
+
+def zip_parts(members: list[tuple[str, Iterable[bytes]]]) -> Iterator[bytes]:
+    """A zip archive of streamed members, produced as byte parts (memory stays at one part).
+
+    Args:
+        members: (file name in the archive, its byte parts).
+
+    Yields:
+        The archive's bytes, in order.
+    """
+    sink = _Collector()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for member, parts in members:
+            with archive.open(member, "w", force_zip64=True) as entry:
+                for part in parts:
+                    entry.write(part)
+                    yield sink.take()
+    yield sink.take()
 
 
 @dataclass(frozen=True)
 class InlineModel:
-    """A small scene returned in the response body: the OBJ bytes (its `mtllib` names `mtl_name`)."""
+    """A scene returned in the response body (an OBJ's `mtllib` names `mtl_name`)."""
 
     filename: str
     data: bytes
     mtl_name: str
     total_trees: int
+    media_type: str = "model/obj"
 
 
 def ordered_parallel(fn: Callable[[T], R], items: Iterable[T], *, workers: int) -> Iterator[R]:
@@ -139,19 +190,33 @@ class ModelBuilder:
             lambda s: format_obj_part(trees[s : s + step], mesh, first_index=s), starts, workers=self.workers
         )
 
-    def build(self, trees: list[Tree], base_model: str, *, store: bool, name: str) -> InlineModel | StoredModel:
-        """One scene: inline bytes, or stored as `<name>.obj` + `<name>.mtl`.
+    def build(
+        self, trees: list[Tree], base_model: str, *, store: bool, name: str, fmt: str = "obj"
+    ) -> InlineModel | StoredModel:
+        """One scene: inline bytes, or stored as `<name>.obj` + `<name>.mtl` (or `<name>.zip`).
 
         Args:
             trees: the trees.
             base_model: base model name.
-            store: store it (large scenes) instead of returning the bytes.
+            store: store it (large scenes) instead of returning the bytes (a GLB is always returned: with the
+                mesh stored once it is small, about 40 bytes per tree).
             name: file stem (letters, digits, '_').
+            fmt: "obj" (OBJ, MTL separate), "zip" (OBJ and MTL in one archive) or "glb" (binary glTF).
 
         Returns:
-            InlineModel, or the StoredModel of the OBJ.
+            InlineModel, or the StoredModel of the OBJ or zip.
         """
         mesh, mtl_text = self.model(base_model)
+        if fmt == "glb":
+            return InlineModel(f"{name}.glb", write_glb(trees, mesh, mtl_text=mtl_text), "", len(trees), GLB_MEDIA_TYPE)
+        if fmt == "zip":
+            members = [
+                (f"{name}.obj", self.parts(trees, mesh, mtl_name=f"{name}.mtl")),
+                (f"{name}.mtl", [mtl_text.encode()]),
+            ]
+            if not store:
+                return InlineModel(f"{name}.zip", b"".join(zip_parts(members)), "", len(trees), ZIP_MEDIA_TYPE)
+            return self.store.save(f"{name}.zip", zip_parts(members), content_type=ZIP_MEDIA_TYPE)
         if not store:
             mtl_name = f"{check_model_name(base_model)}.mtl"
             data = b"".join(self.parts(trees, mesh, mtl_name=mtl_name))

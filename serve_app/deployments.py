@@ -222,9 +222,9 @@ class ModelAssembler:
             store, models_dir=Path(models_dir), workers=threads, trees_per_part=trees_per_part, remote_models=remote
         )
 
-    def build(self, trees: list[Tree], base_model: str, store: bool, name: str) -> InlineModel | StoredModel:
+    def build(self, trees: list[Tree], base_model: str, store: bool, name: str, fmt: str) -> InlineModel | StoredModel:
         """One scene (see ModelBuilder.build)."""
-        return self.builder.build(trees, base_model, store=store, name=name)
+        return self.builder.build(trees, base_model, store=store, name=name, fmt=fmt)
 
     def describe(self) -> str:
         """Where stored models go."""
@@ -314,11 +314,11 @@ class ServeStages:
         return trees
 
     async def build_model(
-        self, trees: list[Tree], base_model: str, *, store: bool, name: str
+        self, trees: list[Tree], base_model: str, *, store: bool, name: str, fmt: str = "obj"
     ) -> InlineModel | StoredModel:
         """ModelAssembler.build."""
         built: InlineModel | StoredModel = await call_with_retries(
-            lambda: self.assembler.build.remote(trees, base_model, store, name),
+            lambda: self.assembler.build.remote(trees, base_model, store, name, fmt),
             what="building the 3D model",
             attempts=self.attempts,
             on_retry=lambda: self.metrics.retried("build_model"),

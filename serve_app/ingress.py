@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from serve_app import __version__
-from serve_app.assembly import MTL_MEDIA_TYPE, OBJ_MEDIA_TYPE, InlineModel
+from serve_app.assembly import FORMATS, GLB_MEDIA_TYPE, MTL_MEDIA_TYPE, OBJ_MEDIA_TYPE, ZIP_MEDIA_TYPE, InlineModel
 from serve_app.errors import add_exception_handlers
 from serve_app.jobs import JobTable
 from serve_app.metrics import Metrics
@@ -136,14 +136,14 @@ def create_app(
         return result_to_dict(await detect(stages, data, params, progress=progress, metrics=metrics))
 
     async def build_model(
-        trees_payload: Any, base_model: str, progress: Progress, *, force_store: bool
+        trees_payload: Any, base_model: str, progress: Progress, *, force_store: bool, fmt: str = "obj"
     ) -> tuple[InlineModel | StoredModel, int]:
         trees = parse_trees(trees_payload, max_trees=settings.max_trees_limit)
         base = check_model_name(base_model)
         store = force_store or len(trees) > settings.large_model_threshold
         progress.stage = "storing" if store else "generating"
         started = time.perf_counter()
-        built = await stages.build_model(trees, base, store=store, name=model_name(len(trees)))
+        built = await stages.build_model(trees, base, store=store, name=model_name(len(trees)), fmt=fmt)
         metrics.stage("generate", time.perf_counter() - started)
         return built, len(trees)
 
@@ -202,18 +202,24 @@ def create_app(
             200: {
                 "content": {
                     OBJ_MEDIA_TYPE: {},
+                    ZIP_MEDIA_TYPE: {},
+                    GLB_MEDIA_TYPE: {},
                     "application/json": {"schema": StoredModelResponse.model_json_schema()},
                 },
-                "description": "the OBJ scene (up to LARGE_MODEL_THRESHOLD trees) or, above it, {download_url, ...}",
+                "description": "the scene (OBJ or zip up to LARGE_MODEL_THRESHOLD trees, GLB always) or, above "
+                "the threshold, {download_url, ...}",
             }
         },
     )
     async def generate_model(
         request: Request,
         base_model: Annotated[str | None, Query(description="base tree model (default tree_lowpoly)")] = None,
-        format: Annotated[Literal["obj"], Query(description="output format")] = "obj",  # noqa: A002
+        format: Annotated[  # noqa: A002
+            Literal["obj", "zip", "glb"] | None,
+            Query(description="obj (default; MTL at X-Mtl-Url), zip (OBJ + MTL), glb (binary glTF, instanced)"),
+        ] = None,
     ) -> Response:
-        """One 3D scene (OBJ + MTL) from a /detect-trees response (JSON body; extra fields ignored)."""
+        """One 3D scene from a /detect-trees response (JSON body; extra fields ignored)."""
         try:
             payload = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError) as exc:
@@ -221,17 +227,18 @@ def create_app(
         chosen = base_model or (payload.get("base_model") if isinstance(payload, dict) else None) or DEFAULT_MODEL
         if not isinstance(chosen, str):
             raise UnknownModelError("base_model must be a model name (a string)")
-        built, total = await build_model(payload, chosen, Progress(), force_store=False)
+        fmt = format or (payload.get("format") if isinstance(payload, dict) else None) or "obj"
+        if fmt not in FORMATS:
+            raise InvalidTreesError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        built, total = await build_model(payload, chosen, Progress(), force_store=False, fmt=fmt)
         if isinstance(built, InlineModel):
-            return Response(
-                built.data,
-                media_type=OBJ_MEDIA_TYPE,
-                headers={
-                    "Content-Disposition": f'attachment; filename="{built.filename}"',
-                    "X-Total-Trees": str(built.total_trees),
-                    "X-Mtl-Url": str(request.url_for("tree_model_file", filename=built.mtl_name)),
-                },
-            )
+            headers = {
+                "Content-Disposition": f'attachment; filename="{built.filename}"',
+                "X-Total-Trees": str(built.total_trees),
+            }
+            if built.mtl_name:
+                headers["X-Mtl-Url"] = str(request.url_for("tree_model_file", filename=built.mtl_name))
+            return Response(built.data, media_type=built.media_type, headers=headers)
         return JSONResponse(stored_body(request, built, total))
 
     @app.get("/tree-models", response_model=ModelList, tags=["3d"])
@@ -271,9 +278,10 @@ def create_app(
         stem = check_model_name(filename.rpartition(".")[0] or filename)
         ext = filename.rpartition(".")[2]
         path = settings.generated_models_dir / f"{stem}.{ext}"
-        if ext not in ("obj", "mtl") or not path.is_file():
+        media = {"obj": OBJ_MEDIA_TYPE, "mtl": MTL_MEDIA_TYPE, "zip": ZIP_MEDIA_TYPE}
+        if ext not in media or not path.is_file():
             raise UnknownModelError(f"no stored model {filename!r} (expired, or never made)")
-        return FileResponse(path, media_type=OBJ_MEDIA_TYPE if ext == "obj" else MTL_MEDIA_TYPE, filename=path.name)
+        return FileResponse(path, media_type=media[ext], filename=path.name)
 
     @app.post("/jobs", status_code=202, response_model=JobCreated, tags=["jobs"])
     async def create_job(

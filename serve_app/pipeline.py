@@ -118,9 +118,9 @@ class Stages(Protocol):
         ...
 
     async def build_model(
-        self, trees: list[Tree], base_model: str, *, store: bool, name: str
+        self, trees: list[Tree], base_model: str, *, store: bool, name: str, fmt: str = "obj"
     ) -> InlineModel | StoredModel:
-        """An OBJ scene: returned inline, or stored under `name` (.obj and .mtl)."""
+        """A scene in format `fmt`: returned inline, or stored under `name`."""
         ...
 
     def describe(self) -> dict[str, Any]:
@@ -241,11 +241,11 @@ class LocalStages:
         return await asyncio.to_thread(detect_tile, plan.image, tile, params)
 
     async def build_model(
-        self, trees: list[Tree], base_model: str, *, store: bool, name: str
+        self, trees: list[Tree], base_model: str, *, store: bool, name: str, fmt: str = "obj"
     ) -> InlineModel | StoredModel:
         """Build in a worker thread."""
         build: Callable[[], InlineModel | StoredModel] = lambda: self.builder.build(  # noqa: E731
-            trees, base_model, store=store, name=name
+            trees, base_model, store=store, name=name, fmt=fmt
         )
         return await asyncio.to_thread(build)
 

@@ -275,3 +275,29 @@ def test_settings_read_legacy_names() -> None:
         "azure-connection-string",
     )
     assert "s3cret" not in repr(settings)
+
+
+def test_zip_holds_obj_and_mtl_inline_and_stored(client: TestClient) -> None:
+    import io
+    import zipfile
+
+    trees = [{"x": 4.0 * i, "y": 2.0, "diameter": 3.0} for i in range(60)]
+    small = client.post("/generate-model?format=zip", json={"trees": trees[:10]})
+    assert small.status_code == 200 and small.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(small.content)) as archive:
+        names = archive.namelist()
+        obj = archive.read(next(n for n in names if n.endswith(".obj")))
+        mtl_name = next(n for n in names if n.endswith(".mtl"))
+        assert f"mtllib {mtl_name}".encode() in obj and obj.count(b"\no tree_") == 10
+    large = client.post("/generate-model", json={"trees": trees, "format": "zip"}).json()
+    assert large["filename"].endswith(".zip")
+    with zipfile.ZipFile(io.BytesIO(client.get(large["download_url"]).content)) as archive:
+        assert archive.testzip() is None and len(archive.namelist()) == 2
+
+
+def test_glb_is_returned_for_any_size(client: TestClient) -> None:
+    trees = [{"x": 4.0 * i, "y": 2.0, "diameter": 3.0} for i in range(60)]  # above this client's threshold (50)
+    response = client.post("/generate-model?format=glb", json={"trees": trees})
+    assert response.status_code == 200 and response.headers["content-type"] == "model/gltf-binary"
+    assert response.content[:4] == b"glTF" and response.headers["x-total-trees"] == "60"
+    assert client.post("/generate-model?format=fbx", json={"trees": trees}).status_code == 422

@@ -94,6 +94,10 @@ def test_generate_inline_and_stored_then_download(serve_url: str) -> None:
     assert body["total_trees"] == 150 and body["download_url"].startswith(serve_url)
     download = httpx.get(body["download_url"], timeout=60)
     assert download.status_code == 200 and download.content.count(b"\no tree_") == 150
+    glb = httpx.post(f"{serve_url}/generate-model?format=glb", json={"trees": trees}, timeout=60)
+    assert glb.status_code == 200 and glb.content[:4] == b"glTF"
+    stored_zip = httpx.post(f"{serve_url}/generate-model?format=zip", json={"trees": trees}, timeout=60).json()
+    assert httpx.get(stored_zip["download_url"], timeout=60).content[:2] == b"PK"
     too_many = httpx.post(f"{serve_url}/generate-model", json={"trees": trees * 21}, timeout=60)
     assert too_many.status_code == 413 and "3,000" in too_many.json()["detail"]
 
