@@ -1,15 +1,11 @@
-"""Model storage: the local folder and Azure Blob against a real Azurite (uploads, SAS, atomicity, outages)."""
+"""Storage through the HTTP API (unit and Azurite tests of the stores themselves: tests/serve_app/storage/)."""
 
 from __future__ import annotations
 
-import os
-import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -17,12 +13,8 @@ from azure.storage.blob import BlobServiceClient
 
 from serve_app.assembly import ModelBuilder
 from serve_app.storage import (
-    RENEW_BEFORE_S,
-    SAS_LIFETIME_S,
     AzureModelStore,
     LocalModelStore,
-    StorageError,
-    make_store,
 )
 from tests.serve_app.azurite import ACCOUNT_KEY, Azurite
 
@@ -43,83 +35,9 @@ def _container() -> str:
 # ---- local folder ----
 
 
-def test_local_save_is_atomic_and_leaves_nothing_on_error(tmp_path: Path) -> None:
-    store = LocalModelStore(tmp_path, "/download")
-    stored = store.save("scene.obj", [b"a" * 10, b"b" * 5], content_type="model/obj")
-    assert (tmp_path / "scene.obj").read_bytes() == b"a" * 10 + b"b" * 5
-    assert (stored.url, stored.size_bytes) == ("/download/scene.obj", 15)
-    with pytest.raises(Boom):
-        store.save("broken.obj", _failing_parts(), content_type="model/obj")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.obj"]  # no temp, no half file
-
-
-def test_local_folder_not_writable_is_a_storage_error(tmp_path: Path) -> None:
-    blocker = tmp_path / "not_a_folder"
-    blocker.write_text("a file where the folder should be")  # fails even for root, unlike chmod
-    with pytest.raises(StorageError, match="not writable"):
-        LocalModelStore(blocker, "/download").save("x.obj", [b"x"], content_type="model/obj")
-
-
-@pytest.mark.parametrize("name", ["../x.obj", "/etc/passwd", "a/b.obj", "", "%2e%2e", "..", ".hidden"])
-def test_local_refuses_path_like_names(tmp_path: Path, name: str) -> None:
-    with pytest.raises(ValueError):
-        LocalModelStore(tmp_path, "/download").save(name, [b"x"], content_type="model/obj")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_local_prunes_files_past_retention(tmp_path: Path) -> None:
-    old = tmp_path / "old.obj"
-    old.write_bytes(b"x")
-    stale = time.time() - 7200
-    os.utime(old, (stale, stale))
-    LocalModelStore(tmp_path, "/download", retention_s=3600).save("new.obj", [b"y"], content_type="model/obj")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.obj"]
-
-
-def test_make_store_picks_the_backend(tmp_path: Path, azurite: Azurite) -> None:
-    local = make_store(connection_string=None, account_url=None, container="c", local_dir=tmp_path, url_prefix="/d")
-    assert isinstance(local, LocalModelStore)
-    remote = make_store(
-        connection_string=azurite.connection_string, account_url=None, container="c", local_dir=tmp_path, url_prefix=""
-    )
-    assert isinstance(remote, AzureModelStore) and ACCOUNT_KEY not in remote.describe()
-
-
 # ---- Azure Blob (Azurite) ----
 
 pytest_azurite = pytest.mark.azurite
-
-
-@pytest_azurite
-def test_blocks_committed_once_then_sas_download(azurite: Azurite) -> None:
-    container = _container()
-    store = AzureModelStore.from_connection_string(azurite.connection_string, container)
-    store.block_bytes = 4096  # several blocks per part
-    parts = [b"# header\n", b"v 1 2 3\n" * 2000, b"f 1 2 3\n" * 10]
-    stored = store.save("scene.obj", parts, content_type="model/obj")
-    assert stored.size_bytes == sum(map(len, parts)) and stored.expires_in_s == SAS_LIFETIME_S
-    response = httpx.get(stored.url)  # a fresh client with only the URL
-    assert response.status_code == 200 and response.content == b"".join(parts)
-    assert response.headers["content-type"] == "model/obj"
-    assert 'filename="scene.obj"' in response.headers["content-disposition"]
-    blocks = BlobServiceClient.from_connection_string(azurite.connection_string).get_blob_client(container, "scene.obj")
-    committed, uncommitted = blocks.get_block_list("all")
-    assert len(committed) > 3 and not uncommitted
-
-
-@pytest_azurite
-def test_sas_is_read_only_one_blob_and_expires_in_an_hour(azurite: Azurite) -> None:
-    store = AzureModelStore.from_connection_string(azurite.connection_string, _container())
-    stored = store.save("a.obj", [b"a"], content_type="model/obj")
-    store.save("b.obj", [b"b"], content_type="model/obj")
-    query = parse_qs(urlsplit(stored.url).query)
-    assert query["sp"] == ["r"]
-    expiry = datetime.fromisoformat(query["se"][0].replace("Z", "+00:00"))
-    assert abs((expiry - datetime.now(UTC)).total_seconds() - SAS_LIFETIME_S) < 120
-    assert httpx.put(stored.url, content=b"overwrite", headers={"x-ms-blob-type": "BlockBlob"}).status_code == 403
-    assert httpx.delete(stored.url).status_code == 403
-    assert httpx.get(stored.url.replace("/a.obj?", "/b.obj?")).status_code == 403  # signed for a.obj only
-    assert httpx.get(stored.url).content == b"a"
 
 
 @pytest_azurite
@@ -130,28 +48,6 @@ def test_failure_mid_upload_commits_nothing(azurite: Azurite) -> None:
         store.save("half.obj", _failing_parts(), content_type="model/obj")
     client = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client(container)
     assert [b.name for b in client.list_blobs()] == []  # uncommitted blocks are not a blob
-
-
-@pytest_azurite
-def test_wrong_key_is_a_credentials_error(azurite: Azurite) -> None:
-    wrong = azurite.connection_string.replace(ACCOUNT_KEY, "V3JvbmdLZXlXcm9uZ0tleVdyb25nS2V5V3JvbmdLZXk=")
-    store = AzureModelStore.from_connection_string(wrong, _container())
-    with pytest.raises(StorageError, match="refused the credentials") as caught:
-        store.save("x.obj", [b"x"], content_type="model/obj")
-    assert "V3Jvbm" not in str(caught.value) and ACCOUNT_KEY not in str(caught.value)
-
-
-@pytest_azurite
-def test_azurite_stopped_then_back(own_azurite: Azurite) -> None:
-    container = _container()
-    store = AzureModelStore.from_connection_string(own_azurite.connection_string, container)
-    store.save("first.obj", [b"1"], content_type="model/obj")
-    own_azurite.stop()
-    with pytest.raises(StorageError, match="unreachable"):
-        store.save("second.obj", [b"2"], content_type="model/obj")
-    own_azurite.start()
-    stored = store.save("third.obj", [b"3"], content_type="model/obj")
-    assert httpx.get(stored.url).content == b"3"
 
 
 @pytest_azurite
@@ -178,33 +74,6 @@ def test_large_model_through_the_api_goes_to_blob_storage(azurite: Azurite, tmp_
 
 
 # ---- user delegation key (workload identity): cache and renewal ----
-
-
-class FakeService:
-    """Stands in for BlobServiceClient.get_user_delegation_key (Azurite has no Entra ID)."""
-
-    url = "https://account.blob.core.example/"
-    account_name = "account"
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[datetime, datetime]] = []
-
-    def get_user_delegation_key(self, start: datetime, expiry: datetime) -> Any:
-        self.requests.append((start, expiry))
-        return f"key-{len(self.requests)}"
-
-
-def test_delegation_key_is_cached_and_renewed_before_expiry() -> None:
-    now = [datetime(2026, 11, 25, 12, 0, tzinfo=UTC)]
-    service = FakeService()
-    store = AzureModelStore(service, "generated-models", account_key=None, clock=lambda: now[0])
-    assert store.delegation_key() == "key-1"
-    now[0] += timedelta(hours=5)
-    assert store.delegation_key() == "key-1"  # still 1 h left: cached
-    expiry = service.requests[0][1]
-    now[0] = expiry - timedelta(seconds=RENEW_BEFORE_S - 1)
-    assert store.delegation_key() == "key-2"  # renewed before it runs out
-    assert len(service.requests) == 2
 
 
 @pytest_azurite
