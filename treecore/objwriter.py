@@ -9,7 +9,6 @@ against the end of the file instead of the current position).
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import tempfile
@@ -60,87 +59,6 @@ def _rotations() -> np.ndarray:
     return np.stack([np.stack([c, zero, s], 1), np.stack([zero, one, zero], 1), np.stack([-s, zero, c], 1)], 1)
 
 
-def placed_positions(trees: Sequence[Tree], mesh: Mesh) -> np.ndarray:
-    """World positions of every tree's vertices: scaled to its crown, turned, moved to (x, 0, y).
-
-    The base mesh has crown diameter 1, so a uniform scale by the crown diameter gives the crown its
-    width and the tree a height of (base mesh height) x diameter. X = x (east), Z = y (south), Y up.
-
-    Args:
-        trees: the trees (metres).
-        mesh: the normalised base mesh.
-
-    Returns:
-        (K, V, 3) float64 metres.
-    """
-    if not trees:
-        return np.zeros((0, len(mesh.positions), 3))
-    table = np.array([(t.id, t.x, t.y, t.diameter) for t in trees], np.float64)
-    rot = _rotations()[rotation_steps(table[:, 0].astype(np.int64))]  # (K, 3, 3)
-    shift = np.zeros((len(trees), 1, 3))
-    shift[:, 0, 0], shift[:, 0, 2] = table[:, 1], table[:, 2]
-    placed: np.ndarray = np.einsum("kij,vj->kvi", rot, mesh.positions) * table[:, 3, None, None] + shift
-    return placed
-
-
-_TEMPLATE_CACHE: dict[int, tuple[Mesh, tuple[list[str], np.ndarray]]] = {}
-
-
-def _cached_face_templates(mesh: Mesh) -> tuple[list[str], np.ndarray]:
-    # Parts of one scene share the mesh object: make its templates once (a few ms each time otherwise).
-    cached = _TEMPLATE_CACHE.get(id(mesh))
-    if cached is None or cached[0] is not mesh:
-        if len(_TEMPLATE_CACHE) > 16:
-            _TEMPLATE_CACHE.clear()
-        cached = _TEMPLATE_CACHE[id(mesh)] = (mesh, _face_templates(mesh))
-    return cached[1]
-
-
-@functools.lru_cache(maxsize=1024)
-def _row_layout(template: str, width: int) -> tuple[bytes, np.ndarray]:
-    # A template's text with every "%d" slot as `width` zeros, and the column of each slot's first digit.
-    pieces = template.split("%d")
-    lengths = np.array([len(p) for p in pieces[:-1]], np.int64)
-    return ("0" * width).join(pieces).encode(), np.cumsum(lengths) + np.arange(len(lengths)) * width
-
-
-def _face_templates(mesh: Mesh) -> tuple[list[str], np.ndarray]:
-    """One tree's `usemtl` and face lines as %-templates, one per rotation step, and their vertex corners.
-
-    Normals are all in the header, so a rotation step's normal numbers are fixed and baked into its template;
-    texture coordinates are shared and baked too. Only the vertex numbers (absolute, 1-based) are left open.
-
-    Returns:
-        (templates, corners): ROTATION_STEPS templates (one when the mesh has no normals) and the (C,)
-        0-based base-mesh vertex of each open slot, in order.
-    """
-    has_vt = bool((mesh.corners[:, :, 1] >= 0).all())
-    has_vn = bool((mesh.corners[:, :, 2] >= 0).all())
-    n_normals = len(mesh.normals)
-    steps = ROTATION_STEPS if has_vn else 1
-    lines: list[list[str]] = [[] for _ in range(steps)]
-    corners: list[int] = []
-    for material in range(len(mesh.material_names)):
-        chosen = np.nonzero(mesh.materials == material)[0]
-        if chosen.size == 0:
-            continue
-        for step in range(steps):
-            lines[step].append(f"usemtl {mesh.material_names[material]}\n")
-        for face in chosen:
-            for step in range(steps):
-                cells = []
-                for _, vt, vn in mesh.corners[face]:
-                    cell = "%d"
-                    if has_vt or has_vn:
-                        cell += f"/{int(vt) + 1}" if has_vt else "/"
-                    if has_vn:
-                        cell += f"/{int(vn) + step * n_normals + 1}"
-                    cells.append(cell)
-                lines[step].append("f " + " ".join(cells) + "\n")
-            corners.extend(int(v) for v in mesh.corners[face, :, 0])
-    return ["".join(step_lines) for step_lines in lines], np.array(corners, np.int64)
-
-
 def obj_header(mesh: Mesh, *, mtl_name: str) -> bytes:
     """The scene's first lines: comment, `mtllib`, the shared texcoords and the rotated normals.
 
@@ -163,111 +81,229 @@ def obj_header(mesh: Mesh, *, mtl_name: str) -> bytes:
     return "".join(parts).encode()
 
 
-def _digit_counts(values: np.ndarray) -> np.ndarray:
-    # Decimal digits of non-negative integers (0 has one digit).
-    counts = np.ones(values.shape, np.int64)
-    power = 10
-    while power <= max(int(values.max(initial=0)), 9) and power < 10**18:
-        counts += values >= power
-        power *= 10
-    return counts
+def _tree_table(trees: Sequence[Tree]) -> tuple[np.ndarray, np.ndarray]:
+    # (K,) int64 ids and (K, 3) float64 x, y, diameter of the trees.
+    ids = np.array([t.id for t in trees], np.int64)
+    xyd = np.array([(t.x, t.y, t.diameter) for t in trees], np.float64).reshape(-1, 3)
+    return ids, xyd
+
+
+def _placed(ids: np.ndarray, xyd: np.ndarray, mesh: Mesh) -> np.ndarray:
+    # placed_positions from the tree table: the base mesh turned once per rotation step, then per tree a
+    # lookup, a scale and a shift (cheaper than a 3 x 3 product per vertex).
+    turned = np.einsum("sij,vj->svi", _rotations(), mesh.positions)  # (ROTATION_STEPS, V, 3)
+    shift = np.zeros((len(ids), 1, 3))
+    shift[:, 0, 0], shift[:, 0, 2] = xyd[:, 0], xyd[:, 1]
+    placed: np.ndarray = turned[rotation_steps(ids)] * xyd[:, 2, None, None] + shift
+    return placed
+
+
+def placed_positions(trees: Sequence[Tree], mesh: Mesh) -> np.ndarray:
+    """World positions of every tree's vertices: scaled to its crown, turned, moved to (x, 0, y).
+
+    The base mesh has crown diameter 1, so a uniform scale by the crown diameter gives the crown its
+    width and the tree a height of (base mesh height) x diameter. X = x (east), Z = y (south), Y up.
+
+    Args:
+        trees: the trees (metres).
+        mesh: the normalised base mesh.
+
+    Returns:
+        (K, V, 3) float64 metres.
+    """
+    return _placed(*_tree_table(trees), mesh)
+
+
+# Fast text formatting. Every number is written into a fixed-width byte field, right-aligned and padded on the
+# left with NUL bytes; a part's text is one (trees, bytes) matrix of such fields and fixed text, and a single
+# bytes.translate pass deletes the NULs at the end (faster than numpy's boolean compaction here). Digits come
+# four at a time from a lookup table of 4-byte words (gathering uint32 is much faster than one division per
+# digit); the tables are little-endian uint32 whose bytes in memory are the text.
+
+#: Rows 0-9999: the number right-aligned, NUL-padded (a number's leading word); rows 10000-19999: zero-padded
+#: (the words after it); row 20000: empty (the words before it).
+_DIGIT_WORDS = np.frombuffer(
+    b"".join([b"%4d" % i for i in range(10_000)]).replace(b" ", b"\0")
+    + b"".join(b"%04d" % i for i in range(10_000))
+    + b"\0" * 4,
+    "<u4",
+)
+#: The decimals of a value with 3 decimals: ".000" to ".999".
+_DECIMAL_WORDS = np.frombuffer(b"".join(b".%03d" % i for i in range(1000)), "<u4")
+
+
+def _words_needed(largest: int) -> int:
+    # Four-digit words needed to write the non-negative integer `largest` (0 needs one).
+    return max(1, math.ceil(len(str(largest)) / 4))
+
+
+def _digit_words(numbers: np.ndarray, words: int) -> np.ndarray:
+    """Decimal text of non-negative integers, right-aligned in `words` 4-byte words, NUL-padded on the left.
+
+    Args:
+        numbers: any shape, int64, each below 10000**words.
+        words: words per number.
+
+    Returns:
+        numbers.shape + (words,) little-endian uint32 whose bytes are the text, the most significant word first.
+    """
+    out = np.empty((*numbers.shape, words), "<u4")
+    leading = np.zeros(numbers.shape, np.int64)  # the word holding each number's first digit (0: the last word)
+    for j in range(1, words):
+        leading += numbers >= 10_000**j
+    rest = numbers
+    for j in range(words):  # j = 0 is the least significant word
+        digits = rest
+        if j < words - 1:
+            rest, digits = np.divmod(rest, 10_000)
+        if words > 1:
+            digits = np.where(leading == j, digits, np.where(leading > j, digits + 10_000, 20_000))
+        out[..., words - 1 - j] = _DIGIT_WORDS[digits]
+    return out
+
+
+def _thousandths(values: np.ndarray) -> np.ndarray:
+    """|value| in thousandths, rounded exactly as "%.3f" rounds (to nearest, ties to even, on the exact value).
+
+    Args:
+        values: float64 metres, any shape, finite and below 1e15 in size.
+
+    Returns:
+        int64 array of the same shape, non-negative.
+
+    Raises:
+        ValueError: a value is not finite or too large.
+    """
+    scaled = values * 1000.0
+    largest = float(np.abs(scaled).max(initial=0.0))
+    if not largest < 1e18:  # also catches NaN
+        raise ValueError(f"cannot write positions that are not finite or not below 1e15 m (got {largest / 1000:g})")
+    rounded = np.rint(scaled)
+    # np.rint rounds the product, which is already rounded to a double; "%.3f" rounds the exact value. They can
+    # disagree only where the product is within its rounding error of a half: redo those few with "%.3f" itself.
+    near_half = np.abs(scaled - rounded) >= 0.5 - 2 * np.spacing(largest)
+    thousandths = np.abs(rounded).astype(np.int64)
+    if near_half.any():
+        exact = [abs(int(("%.3f" % v).replace(".", ""))) for v in values[near_half].tolist()]  # noqa: UP031
+        thousandths[near_half] = exact
+    return thousandths
+
+
+def _vertex_records(positions: np.ndarray) -> np.ndarray:
+    """One fixed-width record per `v x y z` line, numbers as "%.3f" writes them, NUL-padded.
+
+    Args:
+        positions: (N, 3) float64 metres (see `_thousandths` for the limits).
+
+    Returns:
+        (N,) structured array; its bytes with the NULs deleted are the lines.
+    """
+    whole, decimals = np.divmod(_thousandths(positions), 1000)
+    words = _words_needed(int(whole.max(initial=0)))
+    number = np.dtype([("space", "u1"), ("sign", "u1"), ("whole", "<u4", (words,)), ("decimals", "<u4")])
+    records = np.empty(len(positions), [("v", "u1"), ("numbers", number, (3,)), ("newline", "u1")])
+    records["v"] = ord("v")
+    records["newline"] = ord("\n")
+    numbers = records["numbers"]  # (N, 3) view
+    numbers["space"] = ord(" ")
+    numbers["sign"] = np.where(np.signbit(positions), ord("-"), 0)  # like "%.3f": -0.0001 is "-0.000"
+    numbers["whole"] = _digit_words(whole, words)
+    numbers["decimals"] = _DECIMAL_WORDS[decimals]
+    return records
 
 
 def vertex_lines(positions: np.ndarray) -> tuple[bytes, np.ndarray]:
-    """`v x y z` lines with 3 decimals, formatted with numpy (no per-number Python work).
-
-    The same text as "%.3f" (a value exactly half-way between two thousandths may round the other way).
-    Each number is written right-aligned into a fixed-width field padded with NUL bytes, column by column;
-    one boolean compaction then drops the padding.
+    """`v x y z` lines with the same text as "v %.3f %.3f %.3f", formatted with numpy.
 
     Args:
-        positions: (N, 3) float64 metres, finite.
+        positions: (N, 3) float64 metres, finite and below 1e15 m in size.
 
     Returns:
         (ASCII text of N lines, (N,) int64 byte offset of each line).
+
+    Raises:
+        ValueError: a position is not finite or too large.
     """
-    thousandths = np.rint(positions * 1000.0).astype(np.int64)
-    negative = np.ascontiguousarray(np.signbit(positions).T)  # like "%.3f": -0.0001 is "-0.000"
-    whole, frac = (np.ascontiguousarray(part.T) for part in np.divmod(np.abs(thousandths), 1000))
-    digits = _digit_counts(whole)
-    field = int(digits.max(initial=1)) + 5  # sign, digits, ".", 3 decimals
-    line = 1 + 3 * (field + 1) + 1  # "v", then " " + field per number, then "\n"
-    pad, zero = 0, ord("0")
-    # Built column-major (one contiguous row per text column): writing a column is then a fast contiguous copy.
-    columns = np.full((line, len(positions)), pad, np.uint8)
-    columns[0] = ord("v")
-    columns[-1] = ord("\n")
-    for axis in range(3):
-        end = 1 + (axis + 1) * (field + 1) - 1  # column of the last decimal
-        columns[end - field] = ord(" ")
-        rest = frac[axis]
-        for place in range(3):
-            columns[end - place] = zero + rest % 10
-            rest = rest // 10
-        columns[end - 3] = ord(".")
-        rest, count, sign = whole[axis], digits[axis], negative[axis]
-        for place in range(field - 5 + 1):
-            # A digit where the number still has one, "-" just before its first digit, else padding.
-            is_digit = (count > place).view(np.uint8)
-            is_minus = (sign & (count == place)).view(np.uint8)
-            columns[end - 4 - place] = is_digit * (zero + (rest % 10).astype(np.uint8)) + is_minus * ord("-")
-            rest = rest // 10
-    matrix = np.ascontiguousarray(columns.T)
-    kept = matrix != pad
-    lengths = kept.sum(axis=1)
+    matrix = _vertex_records(positions).view(np.uint8).reshape(len(positions), -1)
     starts = np.zeros(len(positions), np.int64)
-    np.cumsum(lengths[:-1], out=starts[1:])
-    return matrix[kept].tobytes(), starts
+    np.cumsum(np.count_nonzero(matrix, axis=1)[:-1], out=starts[1:])
+    return matrix.tobytes().translate(None, b"\0"), starts
 
 
-def _digit_text(numbers: np.ndarray, widths: np.ndarray, ends: np.ndarray, out: np.ndarray) -> None:
-    # Write non-negative integers right-aligned so that their last digit lands at `ends` (all same shape).
-    remaining = numbers.copy()
-    for place in range(int(widths.max(initial=1))):
-        chosen = widths > place
-        out[(ends - place)[chosen]] = ord("0") + remaining[chosen] % 10
-        remaining //= 10
+_FACE_CACHE: dict[tuple[int, int], tuple[Mesh, tuple[np.ndarray, np.dtype[np.void], np.ndarray]]] = {}
 
 
-def _face_rows(templates: list[str], corners: np.ndarray, bases: np.ndarray, steps: np.ndarray) -> list[bytes]:
-    """Every tree's face text: templates[steps[k]] with its "%d" slots filled by bases[k] + corners.
+def _cached_face_templates(mesh: Mesh, words: int) -> tuple[np.ndarray, np.dtype[np.void], np.ndarray]:
+    # Parts of one scene share the mesh object: make its templates once (a few ms each time otherwise).
+    key = (id(mesh), words)
+    cached = _FACE_CACHE.get(key)
+    if cached is None or cached[0] is not mesh:
+        if len(_FACE_CACHE) > 16:
+            _FACE_CACHE.clear()
+        cached = _FACE_CACHE[key] = (mesh, _face_templates(mesh, words))
+    return cached[1]
 
-    Trees that share a template and whose vertex numbers all have the same digit count share one row layout:
-    their rows are one (n, row length) byte matrix, copied from the template and with the digit columns
-    written by numpy. The rare tree whose numbers cross a power of ten is formatted with "%".
+
+def _face_templates(mesh: Mesh, words: int) -> tuple[np.ndarray, np.dtype[np.void], np.ndarray]:
+    """One tree's `usemtl` and face lines as byte templates, one per rotation step, with open vertex numbers.
+
+    Normals are all in the header, so a rotation step's normal numbers are fixed and baked into its template
+    (NUL-padded to one width, so that every template has the same layout); texture coordinates are shared and
+    baked too. Only the vertex numbers (absolute, 1-based) are left open: a slot of `words` 4-byte words each.
 
     Args:
-        templates: S templates with the same number C of "%d" slots.
-        corners: (C,) int64 offset of each slot's number from the tree's base.
-        bases: (K,) int64 number of each tree's first vertex.
-        steps: (K,) template of each tree.
+        mesh: the base mesh.
+        words: 4-byte words per vertex number.
 
     Returns:
-        K byte strings.
+        (templates, slots, corners): (S, L) uint8, S = ROTATION_STEPS (one when the mesh has no normals); a
+        structured dtype of itemsize L with one (words,) "<u4" field per slot at its byte offset, in order;
+        (C,) int64 0-based base-mesh vertex of each slot.
     """
-    rows: list[bytes] = [b""] * len(bases)
-    low, high = _digit_counts(bases + corners.min()), _digit_counts(bases + corners.max())
-    for k in np.nonzero(low != high)[0].tolist():
-        rows[k] = (templates[steps[k]] % tuple((bases[k] + corners).tolist())).encode()
-    uniform = np.nonzero(low == high)[0]
-    keys = steps[uniform] * 100 + low[uniform]
-    for key in np.unique(keys).tolist():
-        members = uniform[keys == key]
-        step, width = divmod(key, 100)
-        row, slot_starts = _row_layout(templates[step], width)
-        matrix = np.tile(np.frombuffer(row, np.uint8), (len(members), 1))
-        numbers = bases[members][:, None] + corners[None, :]
-        for place in range(width):
-            matrix[:, slot_starts + width - 1 - place] = ord("0") + numbers % 10
-            numbers //= 10
-        block = matrix.tobytes()
-        for j, k in enumerate(members.tolist()):
-            rows[k] = block[j * len(row) : (j + 1) * len(row)]
-    return rows
+    has_vt = bool((mesh.corners[:, :, 1] >= 0).all())
+    has_vn = bool((mesh.corners[:, :, 2] >= 0).all())
+    n_normals = len(mesh.normals)
+    steps = ROTATION_STEPS if has_vn else 1
+    normal_width = len(str(steps * n_normals))
+    open_slot = b"\0" * (4 * words)
+    texts = [bytearray() for _ in range(steps)]
+    offsets: list[int] = []
+    corners: list[int] = []
+    for material in range(len(mesh.material_names)):
+        chosen = np.nonzero(mesh.materials == material)[0]
+        if chosen.size == 0:
+            continue
+        for step in range(steps):
+            texts[step] += f"usemtl {mesh.material_names[material]}\n".encode()
+        for face in chosen:
+            for step in range(steps):
+                text = texts[step]
+                text += b"f"
+                for _, vt, vn in mesh.corners[face]:
+                    text += b" "
+                    if step == 0:
+                        offsets.append(len(text))
+                    text += open_slot
+                    if has_vt or has_vn:
+                        text += b"/%d" % (vt + 1) if has_vt else b"/"
+                    if has_vn:
+                        text += b"/" + str(int(vn) + step * n_normals + 1).rjust(normal_width, "\0").encode()
+                text += b"\n"
+            corners.extend(int(v) for v in mesh.corners[face, :, 0])
+    templates = np.array([np.frombuffer(bytes(text), np.uint8) for text in texts]).reshape(steps, -1)
+    names = [f"slot{i}" for i in range(len(offsets))]
+    field = (np.dtype("<u4"), (words,))
+    slots = np.dtype(
+        {"names": names, "formats": [field] * len(names), "offsets": offsets, "itemsize": templates.shape[1]}
+    )
+    return templates, slots, np.array(corners, np.int64)
 
 
 def format_obj_part(trees: Sequence[Tree], mesh: Mesh, *, first_index: int) -> bytes:
     """The OBJ lines of a range of trees, independent of every other range.
+
+    All numbers are formatted by numpy: each tree is one row of a byte matrix (its `o` line, its vertex lines
+    and its faces, numbers NUL-padded at fixed columns), and one pass deletes the NULs.
 
     Args:
         trees: the trees of this part, in scene order.
@@ -277,25 +313,39 @@ def format_obj_part(trees: Sequence[Tree], mesh: Mesh, *, first_index: int) -> b
 
     Returns:
         UTF-8 bytes: per tree an `o tree_<id>` object, its vertices and its faces.
+
+    Raises:
+        ValueError: a placed vertex is not finite or not below 1e15 m in size.
     """
     if not trees:
         return b""
-    templates, corners = _cached_face_templates(mesh)
-    n_vertices = len(mesh.positions)
-    positions = placed_positions(trees, mesh).reshape(-1, 3)
-    text, line_starts = vertex_lines(positions)
-    bounds = line_starts[::n_vertices].tolist() + [len(text)]
-    view = memoryview(text)
-    bases = np.arange(first_index, first_index + len(trees), dtype=np.int64) * n_vertices + 1
-    ids = np.array([t.id for t in trees], np.int64)
-    steps = rotation_steps(ids) if len(templates) > 1 else np.zeros(len(trees), np.int64)
-    faces = _face_rows(templates, corners, bases, steps)
-    chunks: list[bytes | memoryview] = []
-    for k, tree_id in enumerate(ids.tolist()):
-        chunks.append(b"o tree_%d\n" % tree_id)
-        chunks.append(view[bounds[k] : bounds[k + 1]])
-        chunks.append(faces[k])
-    return b"".join(chunks)
+    ids, xyd = _tree_table(trees)
+    count, n_vertices = len(trees), len(mesh.positions)
+    vertices = _vertex_records(_placed(ids, xyd, mesh).reshape(-1, 3)).view(np.uint8).reshape(count, -1)
+    number_words = _words_needed((first_index + count) * n_vertices)
+    templates, slots, corners = _cached_face_templates(mesh, number_words)
+    id_words = _words_needed(int(np.abs(ids).max()))
+
+    name_width = len("o tree_-\n") + 4 * id_words
+    faces_start = name_width + vertices.shape[1]
+    row = np.empty((count, faces_start + templates.shape[1]), np.uint8)
+    row[:, :7] = np.frombuffer(b"o tree_", np.uint8)
+    row[:, 7] = np.where(ids < 0, ord("-"), 0)
+    row[:, 8 : name_width - 1] = _digit_words(np.abs(ids), id_words).view(np.uint8).reshape(count, -1)
+    row[:, name_width - 1] = ord("\n")
+    row[:, name_width:faces_start] = vertices
+    faces = row[:, faces_start:]
+    faces[:] = templates[rotation_steps(ids) if len(templates) > 1 else 0]
+    if len(corners):
+        # The part's vertex numbers as text (tree k's are rows k * V to k * V + V - 1), then each tree's in
+        # slot order. Viewed through `slots`, a face row has one field per slot, and numpy copies every slot of
+        # every tree from a packed array in one call.
+        numbers = np.arange(first_index * n_vertices + 1, (first_index + count) * n_vertices + 1, dtype=np.int64)
+        number_text = _digit_words(numbers, number_words).view(f"V{4 * number_words}")[:, 0]
+        packed = np.dtype([("", "<u4", (number_words,))] * len(corners))  # the same fields, back to back
+        text = number_text[np.arange(count)[:, None] * n_vertices + corners].view(packed)
+        faces.view(slots)[:, 0] = text[:, 0]  # structured assignment: field by field, in order
+    return row.tobytes().translate(None, b"\0")
 
 
 def iter_obj_parts(

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from treecore.mesh import load_obj, load_obj_file, normalised
-from treecore.objwriter import format_obj_part, iter_obj_parts, rotation_step, write_obj
+from treecore.objwriter import format_obj_part, iter_obj_parts, placed_positions, rotation_step, vertex_lines, write_obj
 from treecore.types import Tree
 
 MODELS = Path(__file__).parents[2] / "tree_model" / "models"
@@ -102,3 +102,85 @@ def test_vertex_lines_match_percent_format() -> None:
     parsed = np.array([[float(x) for x in line.split()[1:]] for line in lines])
     assert np.abs(parsed - values).max() <= 0.0005 + 1e-9
     assert all(line.startswith("v ") and line.count(" ") == 3 for line in lines)
+
+
+def _reference_part(trees, mesh, first_index):
+    # The same part written the plain way: "%.3f" per coordinate, "%d" per index, face by face.
+    n_vertices, n_normals = len(mesh.positions), len(mesh.normals)
+    positions = placed_positions(trees, mesh)
+    out = []
+    for k, tree in enumerate(trees):
+        out.append("o tree_%d\n" % tree.id)  # noqa: UP031 (the reference)
+        out.extend("v %.3f %.3f %.3f\n" % tuple(p) for p in positions[k].tolist())  # noqa: UP031
+        base, step = (first_index + k) * n_vertices + 1, rotation_step(tree.id)
+        for material, name in enumerate(mesh.material_names):
+            faces = np.nonzero(mesh.materials == material)[0]
+            if len(faces):
+                out.append(f"usemtl {name}\n")
+            for face in faces:
+                corners = mesh.corners[face].tolist()
+                out.append("f " + " ".join(f"{v + base}/{t + 1}/{n + step * n_normals + 1}" for v, t, n in corners))
+                out.append("\n")
+    return "".join(out).encode()
+
+
+def _awkward_values():
+    # Random metres of every size and sign, plus values at and next to the rounding half-way points.
+    rng = np.random.default_rng(1)
+    halves = (rng.integers(-2_000_000, 2_000_000, 20_000) + 0.5) / 1000
+    return np.concatenate(
+        [
+            rng.uniform(-1000, 1000, 30_000),
+            rng.uniform(-1e6, 1e6, 30_000),
+            rng.uniform(-1, 1, 3_000) * 10.0 ** rng.integers(-6, 7, 3_000),
+            halves,
+            np.nextafter(halves, np.inf),
+            np.nextafter(halves, -np.inf),
+            [0.0, -0.0, 0.0005, -0.0005, 0.0004999, -0.0004999, 0.0015, 999.9995, -999.9995, 9999.9995, 0.0625],
+            [9.9999, 1e-12, -1e-12, 1e6, -1e6, 999_999.9995, -999_999.9995, 123456.789, 1e6 - 0.0005, 1234.5675],
+        ]
+    )
+
+
+def test_fast_numbers_are_exactly_percent_format() -> None:
+    values = _awkward_values()
+    values = values[: len(values) // 3 * 3].reshape(-1, 3)
+    text, starts = vertex_lines(values)
+    lines = text.decode().splitlines()
+    expected = ["v %.3f %.3f %.3f" % tuple(row) for row in values.tolist()]  # noqa: UP031 (the reference)
+    assert lines == expected
+    assert starts.tolist() == np.cumsum([0] + [len(line) + 1 for line in lines[:-1]]).tolist()
+    parsed = load_obj(text.decode() + "f 1 2 3\n").positions
+    assert np.abs(parsed - values).max() <= 0.0005 + 1e-9
+
+
+def test_fast_numbers_refuse_what_they_cannot_write() -> None:
+    for bad in (np.nan, np.inf, -np.inf, 2e15):
+        with pytest.raises(ValueError, match="not finite or not below"):
+            vertex_lines(np.array([[0.0, bad, 1.0]]))
+
+
+@pytest.mark.parametrize(
+    ("numbers_near", "ids"),
+    [
+        (0, [1, 2, 3, 9, 10, 99, 100]),  # small numbers: one 4-digit word
+        (10_000, [9_998, 9_999, 10_000, 10_001, 0, 7]),  # numbers cross 9,999 -> 10,000 within the part
+        (10_000_000, [9_999_999, 10_000_000, 10_000_001, 1, 123_456_789]),  # ids and numbers up to 10 million
+        (100_000_000, [-5, -10_000, 2**40, 5, 6, 7]),  # three words; negative and huge ids
+    ],
+)
+def test_parts_are_exactly_the_plain_python_text(base, numbers_near, ids) -> None:
+    first_index = max(0, numbers_near // len(base.positions) - len(ids) // 2)
+    rng = np.random.default_rng(numbers_near)
+    trees = [
+        Tree(tree_id, *rng.uniform(-1e6, 1e6, 2), rng.choice([0.0005, 1.0, 2.5, 7.25]), 0, 0, 0) for tree_id in ids
+    ]
+    assert (base.corners >= 0).all()  # the reference writes v/vt/vn
+    assert format_obj_part(trees, base, first_index=first_index) == _reference_part(trees, base, first_index)
+    scene = b"".join(iter_obj_parts(trees, base, mtl_name="s.mtl", trees_per_part=2))
+    assert scene.endswith(_reference_part(trees, base, first_index=0))
+
+
+def test_real_scene_is_exactly_the_plain_python_text(base) -> None:
+    trees = forest(300)
+    assert format_obj_part(trees, base, first_index=0) == _reference_part(trees, base, 0)
