@@ -1,7 +1,8 @@
-"""OBJ scene writing speed and peak memory: a plain per-vertex Python loop against treecore's writer.
+"""Scene writing speed, size and peak memory: a plain per-vertex Python OBJ loop against treecore's writers.
 
 Each variant runs in its own subprocess (so peak memory is its own) and writes the same scene of
-low-poly trees to a temporary file; MB/s = file size / wall time.
+low-poly trees to a temporary file; MB/s = file size / wall time. The last row is the same scene as
+binary glTF (one mesh, instanced with EXT_mesh_gpu_instancing), for its size and time against the OBJ.
 
     .venv/bin/python benchmarks/obj_speed.py               # 88,000 trees (the legacy's largest scene)
     .venv/bin/python benchmarks/obj_speed.py --trees 5000
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 from treecore.basemodels import load_model
+from treecore.gltf import write_glb
 from treecore.objwriter import iter_obj_parts, write_obj
 from treecore.types import Tree
 
@@ -71,12 +73,21 @@ def ours_no_fsync(path: Path, trees: list[Tree]) -> None:
             out.write(part)
 
 
+def glb(path: Path, trees: list[Tree]) -> None:
+    """treecore.gltf.write_glb: the base mesh once, one instance transform per tree."""
+    mesh, mtl = load_model("tree_lowpoly")
+    path.write_bytes(write_glb(trees, mesh, mtl_text=mtl))
+
+
+VARIANTS = {"plain": plain_loop, "ours": ours, "ours_no_fsync": ours_no_fsync, "glb": glb}
+
+
 def _child(variant: str, n: int) -> None:
     trees = forest(n)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "scene.obj"
         started = time.perf_counter()
-        {"plain": plain_loop, "ours": ours, "ours_no_fsync": ours_no_fsync}[variant](path, trees)
+        VARIANTS[variant](path, trees)
         seconds = time.perf_counter() - started
         size = path.stat().st_size
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -87,13 +98,13 @@ def main() -> int:
     """Print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trees", type=int, default=88_000)
-    parser.add_argument("--child", choices=["plain", "ours", "ours_no_fsync"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(args.child, args.trees)
         return 0
     rows = {}
-    for variant in ("plain", "ours", "ours_no_fsync"):
+    for variant in VARIANTS:
         done = subprocess.run(
             [sys.executable, __file__, "--child", variant, "--trees", str(args.trees)],
             capture_output=True, text=True, check=True,
@@ -107,14 +118,20 @@ def main() -> int:
         ("plain", "plain per-vertex Python loop"),
         ("ours", "treecore write_obj (temp file, fsync, rename)"),
         ("ours_no_fsync", "treecore iter_obj_parts written like the plain loop"),
+        ("glb", "treecore write_glb (binary glTF, instanced)"),
     )
     for variant, label in labels:
         r = rows[variant]
         rate = r["bytes"] / r["seconds"]
         print(
-            f"| {label} | {r['seconds']:.2f} | {r['bytes'] / 1e6:.0f} | {rate / 1e6:.1f} | {r['peak_mb']:.0f} | "
+            f"| {label} | {r['seconds']:.2f} | {r['bytes'] / 1e6:.1f} | {rate / 1e6:.1f} | {r['peak_mb']:.0f} | "
             f"{rate / plain_rate:.1f}x MB/s, {rows['plain']['seconds'] / r['seconds']:.1f}x time |"
         )
+    obj, gl = rows["ours"], rows["glb"]
+    print(
+        f"GLB vs OBJ: {gl['bytes'] / 1e6:.2f} MB vs {obj['bytes'] / 1e6:.0f} MB "
+        f"({obj['bytes'] / gl['bytes']:.0f}x smaller), {gl['seconds']:.2f} s vs {obj['seconds']:.2f} s to write"
+    )
     return 0
 
 
