@@ -1,11 +1,12 @@
 """A bounded load test on loopback: many concurrent small detections, then a few large ones.
 
 Starts its own Ray (2 CPUs, 2 GB object store) and Serve with serve_config.yaml's limits (Ingress
-max_ongoing_requests 32 + max_queued_requests 64, Detector queue 64), sends a counted, time-limited burst
-with an async client, and prints requests/s, latency percentiles, status counts and the Ray processes'
-memory (PSS) before, at peak and after.
+max_ongoing_requests + max_queued_requests, Detector queue), warms every replica up, then runs load rounds
+(a counted, time-limited burst of small images from an async client, then a few large ones) and prints
+requests/s, latency percentiles, status counts, and the Ray processes' private heap after warm-up and after
+each round: memory that returns to the warm baseline round after round is not leaking.
 
-    .venv/bin/python benchmarks/load.py [--clients 200] [--seconds 30]
+    .venv/bin/python benchmarks/load.py [--clients 200] [--seconds 15] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -21,21 +22,26 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.serve_pipeline import PeakMemory, _free_port, p95, ray_private_mb, ray_pss_mb  # noqa: E402
+from benchmarks.serve_pipeline import (  # noqa: E402
+    PeakMemory,
+    _free_port,
+    p95,
+    ray_private_mb,
+    ray_processes,
+    ray_pss_mb,
+)
 from scripts.make_sample import make_scene  # noqa: E402
+from scripts.render_serve_config import serve_config_env_vars  # noqa: E402
 
 
 def private_by_process() -> dict[str, float]:
-    """RssAnon per Ray process, MB, by its process title."""
+    """RssAnon per Ray process of this benchmark, MB, by its process title."""
     out: dict[str, float] = {}
-    for status in Path("/proc").glob("[0-9]*/status"):
+    for pid, title in ray_processes().items():
         try:
-            text = status.read_text()
-            cmdline = (status.parent / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-            if "ray::" not in cmdline and "raylet" not in cmdline and "gcs_server" not in cmdline:
-                continue
+            text = Path(f"/proc/{pid}/status").read_text()
             rss = next(line for line in text.splitlines() if line.startswith("RssAnon:"))
-            out[f"{cmdline[:60]} ({status.parent.name})"] = int(rss.split()[1]) / 1024
+            out[f"{title[:60]} ({pid})"] = int(rss.split()[1]) / 1024
         except (OSError, StopIteration):
             continue
     return out
@@ -97,6 +103,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--limit", type=int, default=3000, help="most requests in the small burst")
+    parser.add_argument("--rounds", type=int, default=2, help="load rounds (memory is read after each)")
+    parser.add_argument("--settle", type=float, default=10, help="seconds to wait before reading memory")
     args = parser.parse_args()
 
     import ray
@@ -113,7 +121,13 @@ def main() -> int:
         opts["num_replicas"] = 2 if name == "Detector" else spec.get("num_replicas", 1)
         options[name] = opts
 
-    ray.init(num_cpus=2, object_store_memory=2_000_000_000, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        num_cpus=2,
+        object_store_memory=2_000_000_000,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": serve_config_env_vars()},  # the app's runtime_env, as `serve run` gives it
+    )
     try:
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -121,26 +135,37 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}"
         small, large = make_scene(512), make_scene(4096)
         time.sleep(3)
+        memory_rows = [("cold: started, no request yet", ray_private_mb())]
+        # Warm-up: every replica has decoded, detected and answered once at each size (imports, caches,
+        # thread pools and glibc arenas reach their working size); this is the baseline the load returns to.
+        asyncio.run(burst(url, small, 51.2, 8, 60, 16))
+        asyncio.run(burst(url, large, 409.6, 2, 120, 4))
+        time.sleep(args.settle)
         baseline, private_baseline = ray_pss_mb(), ray_private_mb()
+        memory_rows.append(("warm baseline: after 16 small and 4 large requests", private_baseline))
         print("| burst | requests sent | ok requests/s | p50 s | p95 s | p99 s | statuses |")
         print("|---|---|---|---|---|---|---|")
+        results = []
         with PeakMemory() as memory:
-            small_result = asyncio.run(burst(url, small, 51.2, args.clients, args.seconds, args.limit))
-            print(row(f"{args.clients} clients, 512 x 512", small_result), flush=True)
-            large_result = asyncio.run(burst(url, large, 409.6, 4, args.seconds, 12))
-            print(row("4 clients, 4096 x 4096", large_result), flush=True)
-        time.sleep(10)
-        after, private_after = ray_pss_mb(), ray_private_mb()
-        print(
-            f"\nRay processes' memory: PSS before {baseline:,.0f} MB, peak {memory.peak:,.0f} MB, 10 s after "
-            f"{after:,.0f} MB (PSS counts object-store pages once touched); private heap (RssAnon) before "
-            f"{private_baseline:,.0f} MB, 10 s after {private_after:,.0f} MB"
-        )
-        for name, mb in sorted(private_by_process().items(), key=lambda item: -item[1])[:6]:
+            for round_no in range(1, args.rounds + 1):
+                small_result = asyncio.run(burst(url, small, 51.2, args.clients, args.seconds, args.limit))
+                print(row(f"round {round_no}: {args.clients} clients, 512 x 512", small_result), flush=True)
+                large_result = asyncio.run(burst(url, large, 409.6, 4, args.seconds, 12))
+                print(row(f"round {round_no}: 4 clients, 4096 x 4096", large_result), flush=True)
+                results += [small_result, large_result]
+                time.sleep(args.settle)
+                memory_rows.append((f"{args.settle:.0f} s after load round {round_no}", ray_private_mb()))
+        after = ray_pss_mb()
+        print(f"\nRay processes' PSS: {baseline:,.0f} MB warm, peak {memory.peak:,.0f} MB, {after:,.0f} MB after")
+        print("\n| private heap (RssAnon) of the Ray processes | MB | vs warm baseline |")
+        print("|---|---|---|")
+        for label, mb in memory_rows:
+            print(f"| {label} | {mb:,.0f} | {mb - private_baseline:+,.0f} MB ({mb / private_baseline:.2f}x) |")
+        for name, mb in sorted(private_by_process().items(), key=lambda item: -item[1])[:8]:
             print(f"  private heap after: {name} {mb:,.0f} MB")
         health = httpx.get(f"{url}/health", timeout=10).status_code
         print(f"/health after the load: {health}")
-        for result in (small_result, large_result):
+        for result in results:
             if any(str(code).startswith("5") and code != 503 for code in result["statuses"]):  # type: ignore[union-attr]
                 print("FAILED: a 5xx other than 503 under load")
                 return 1

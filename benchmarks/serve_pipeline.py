@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scripts.make_sample import make_scene  # noqa: E402
+from scripts.render_serve_config import serve_config_env_vars  # noqa: E402
 from treecore.detect import detect_trees  # noqa: E402
 from treecore.imageio import decode_image  # noqa: E402
 from treecore.types import DetectionParams  # noqa: E402
@@ -44,14 +45,44 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _ray_memory_mb(source: str, field: str) -> float:
-    # Sum one "<field>: N kB" line of /proc/<pid>/<source> over this machine's Ray processes.
-    total_kb = 0
+def _descendants(root: int) -> set[int]:
+    # Every process below `root` (this benchmark's Ray: ray.init starts GCS and raylet as our children).
+    children: dict[int, list[int]] = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"ray::" not in cmdline and b"raylet" not in cmdline and b"gcs_server" not in cmdline:
-                continue
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(pid))
+    found: set[int] = set()
+    stack = [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def ray_processes() -> dict[int, str]:
+    """This benchmark's Ray processes (GCS, raylet, workers and replicas started below it): pid -> title."""
+    out: dict[int, str] = {}
+    for pid in _descendants(os.getpid()):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        if "ray::" in title or "raylet" in title or "gcs_server" in title:
+            out[pid] = title
+    return out
+
+
+def _ray_memory_mb(source: str, field: str) -> float:
+    # Sum one "<field>: N kB" line of /proc/<pid>/<source> over this benchmark's Ray processes.
+    total_kb = 0
+    for pid in ray_processes():
+        try:
             for line in Path(f"/proc/{pid}/{source}").read_text().splitlines():
                 if line.startswith(f"{field}:"):
                     total_kb += int(line.split()[1])
@@ -264,7 +295,13 @@ def main() -> int:
     os.environ.setdefault("GENERATED_MODELS_DIR", "/tmp/tree-detection-bench-models")
     # The legacy checklist tile has ~88,000 trees, above the default MAX_TREES_LIMIT (60,000).
     os.environ.setdefault("MAX_TREES_LIMIT", "100000")
-    ray.init(num_cpus=2, object_store_memory=2_000_000_000, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        num_cpus=2,
+        object_store_memory=2_000_000_000,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": serve_config_env_vars()},  # the app's runtime_env, as `serve run` gives it
+    )
     try:
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -19,6 +19,17 @@ _HEADER = (
 )
 
 
+def serve_config_env_vars(path: Path = SERVE_CONFIG) -> dict[str, str]:
+    """The environment variables serve_config.yaml gives the application's replicas (runtime_env.env_vars).
+
+    Tests and benchmarks that start the app with serve.run pass these to ray.init, so their replicas run
+    with the same settings as `serve run serve_config.yaml` and the RayService.
+    """
+    config = yaml.safe_load(path.read_text())
+    env = config["applications"][0].get("runtime_env", {}).get("env_vars", {})
+    return {str(key): str(value) for key, value in env.items()}
+
+
 def expected_serve_config_v2(config_text: str) -> str:
     """The serveConfigV2 string the manifests must carry for a serve_config.yaml text.
 

@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export GENERATED_MODELS_DIR="${GENERATED_MODELS_DIR:-$PWD/generated_models}"
 export RAY_USAGE_STATS_ENABLED=0
+# The same glibc malloc settings serve_config.yaml gives the replicas, for Ray's own processes (the HTTP proxy).
+export MALLOC_MMAP_THRESHOLD_=1048576 MALLOC_ARENA_MAX=2
 mkdir -p "$GENERATED_MODELS_DIR"
 cpus="${RAY_NUM_CPUS:-$(nproc)}"
 store="${RAY_OBJECT_STORE_BYTES:-2000000000}"
@@ -22,7 +24,7 @@ stop() {
 trap stop EXIT INT TERM
 .venv/bin/ray start --head --num-cpus="$cpus" --object-store-memory="$store" --include-dashboard=false \
   --temp-dir="$temp_dir" --disable-usage-stats >/dev/null
-echo "Ray: $cpus CPUs, object store $store bytes. Serving on http://127.0.0.1:8000 (docs: /docs); Ctrl-C stops."
+echo "Ray: $cpus CPUs, object store $store bytes. Serving on http://127.0.0.1:8000 (docs: /docs, tuning page: /ui/); Ctrl-C stops."
 # In the background and waited for, so a TERM or Ctrl-C reaches the trap at once and stops Serve, then Ray.
 RAY_ADDRESS=auto .venv/bin/serve run serve_config.yaml &
 serve_pid=$!

@@ -1,18 +1,34 @@
 #!/usr/bin/env bash
-# Installs the Debian tools the image build test needs (podman, buildah, debootstrap); a no-op when present.
+# Installs the Debian tools a test needs (as root); a no-op when they are present.
+#   scripts/system-deps.sh            podman, buildah, debootstrap (the image build test)
+#   scripts/system-deps.sh chromium   chromium and a font (the browser test of the /ui page)
 set -euo pipefail
+case "${1:-image}" in
+    image)
+        tools=(podman buildah debootstrap)
+        packages=(podman buildah debootstrap uidmap fuse-overlayfs containers-storage ca-certificates)
+        ;;
+    chromium)
+        tools=(chromium)
+        # Without recommends nothing brings a font, and a page without one renders its text as boxes.
+        packages=(chromium fonts-dejavu-core)
+        ;;
+    *)
+        echo "usage: $0 [image|chromium]" >&2
+        exit 2
+        ;;
+esac
 need=()
-for tool in podman buildah debootstrap; do
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if [ "${#need[@]}" -eq 0 ]; then
     exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-    echo "system-deps: missing ${need[*]}; run as root: apt-get install podman buildah debootstrap uidmap fuse-overlayfs" >&2
+    echo "system-deps: missing ${need[*]}; run as root: apt-get install ${packages[*]}" >&2
     exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends podman buildah debootstrap uidmap fuse-overlayfs \
-    containers-storage ca-certificates >/dev/null
+apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from serve_app.storage import StorageError
 from treecore.errors import (
     ImageTooLargeError,
+    InvalidGeoreferenceError,
     InvalidImageError,
     InvalidMeshError,
     InvalidParametersError,
@@ -51,6 +52,7 @@ class ServiceUnavailableError(ServiceError):
 #: Status code per error class; a subclass not listed takes its nearest listed base class's code.
 STATUS_CODES: dict[type[BaseException], int] = {
     InvalidImageError: 400,
+    InvalidGeoreferenceError: 422,
     InvalidParametersError: 422,
     InvalidTreesError: 422,
     ImageTooLargeError: 413,

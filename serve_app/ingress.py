@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,6 +22,7 @@ from serve_app.metrics import Metrics
 from serve_app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, HeadersAndMetricsMiddleware
 from serve_app.pipeline import Progress, Stages, detect, model_name
 from serve_app.schemas import (
+    DetectGeoJSON,
     DetectResponse,
     ErrorResponse,
     HealthResponse,
@@ -28,11 +30,20 @@ from serve_app.schemas import (
     JobResponse,
     ModelList,
     StoredModelResponse,
+    inline_schema,
 )
 from serve_app.settings import Settings
 from serve_app.storage import StoredModel
+from serve_app.ui import mount_ui
 from treecore.basemodels import DEFAULT_MODEL, DEFAULT_MODELS_DIR, check_model_name, list_models
-from treecore.errors import InvalidImageError, InvalidTreesError, UnknownModelError
+from treecore.errors import (
+    InvalidGeoreferenceError,
+    InvalidImageError,
+    InvalidParametersError,
+    InvalidTreesError,
+    UnknownModelError,
+)
+from treecore.geo import detection_geojson, resolve_georeference
 from treecore.imageio import check_image_size
 from treecore.report import result_to_dict
 from treecore.treesio import parse_trees
@@ -81,6 +92,79 @@ def detection_params(
 Params = Annotated[DetectionParams, Depends(detection_params)]
 ImageFile = Annotated[UploadFile, File(description="PNG, JPEG or TIFF; 8 or 16 bit; gray, RGB, RGBA or palette")]
 
+GEOJSON_MEDIA_TYPE = "application/geo+json"
+OutputFormat = Literal["json", "geojson"]
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """How /detect-trees answers: the output format asked for, and the georeference fields of GeoJSON."""
+
+    format: OutputFormat | None
+    origin_easting: float | None
+    origin_northing: float | None
+    epsg: int | None
+
+    def geojson(self, accept: str | None) -> bool:
+        """GeoJSON when format says so, else when the Accept header prefers application/geo+json to JSON."""
+        return self.format == "geojson" if self.format is not None else prefers_geojson(accept)
+
+    def georeferenced(self) -> bool:
+        """Whether any georeference field was given."""
+        return any(v is not None for v in (self.origin_easting, self.origin_northing, self.epsg))
+
+
+def output_options(
+    origin_easting: Annotated[
+        float | None, Form(description="GeoJSON: CRS easting of the image's top-left corner, metres (needs epsg)")
+    ] = None,
+    origin_northing: Annotated[
+        float | None, Form(description="GeoJSON: CRS northing of the image's top-left corner, metres (needs epsg)")
+    ] = None,
+    epsg: Annotated[
+        int | None,
+        Form(description="GeoJSON: EPSG code of a projected CRS in metres; alone, names a GeoTIFF's CRS"),
+    ] = None,
+    format_form: Annotated[
+        OutputFormat | None, Form(alias="format", description="json (default) or geojson; or as a query parameter")
+    ] = None,
+    format_query: Annotated[
+        OutputFormat | None, Query(alias="format", description="json (default) or geojson; or as a form field")
+    ] = None,
+) -> OutputOptions:
+    """The output fields of /detect-trees (all optional: without them the legacy JSON answer is unchanged)."""
+    if format_form is not None and format_query is not None and format_form != format_query:
+        raise InvalidParametersError(
+            f"format is given twice and differs: {format_query!r} (query) and {format_form!r} (form field)"
+        )
+    return OutputOptions(format_query or format_form, origin_easting, origin_northing, epsg)
+
+
+def prefers_geojson(accept: str | None) -> bool:
+    """Whether an Accept header ranks application/geo+json above application/json (q values; ties: JSON).
+
+    Args:
+        accept: the header, e.g. "application/geo+json" or "application/json, text/plain, */*".
+
+    Returns:
+        True for GeoJSON.
+    """
+    quality = {"application/json": 0.0, GEOJSON_MEDIA_TYPE: 0.0}
+    for item in (accept or "").split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        if media.lower() not in quality:
+            continue
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        quality[media.lower()] = max(quality[media.lower()], q if 0 <= q <= 1 else 0.0)
+    return quality[GEOJSON_MEDIA_TYPE] > quality["application/json"]
+
 
 def create_app(
     settings: Settings,
@@ -117,6 +201,7 @@ def create_app(
     )
     app.state.jobs = jobs
     add_exception_handlers(app)
+    mount_ui(app)  # the tuning page at /ui/ (static files; open without the API key)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "DELETE"]
@@ -189,11 +274,36 @@ def create_app(
             "totals": metrics.snapshot(),
         }
 
-    @app.post("/detect-trees", response_model=DetectResponse, tags=["detection"])
-    async def detect_trees(params: Params, image: ImageFile) -> JSONResponse:
-        """Detect trees in an image tile: positions and crown diameters in metres."""
+    @app.post(
+        "/detect-trees",
+        response_model=DetectResponse,
+        tags=["detection"],
+        responses={
+            200: {
+                "content": {GEOJSON_MEDIA_TYPE: {"schema": inline_schema(DetectGeoJSON)}},
+                "description": "the trees: JSON (default), or GeoJSON with format=geojson or "
+                "Accept: application/geo+json (in the CRS of origin_easting/origin_northing/epsg or of a "
+                "GeoTIFF's tags, else in the image's metric frame, y up)",
+            }
+        },
+    )
+    async def detect_trees(
+        request: Request, params: Params, image: ImageFile, output: Annotated[OutputOptions, Depends(output_options)]
+    ) -> JSONResponse:
+        """Detect trees in an image tile: positions and crown diameters in metres (JSON or GeoJSON)."""
         data = await read_image(image)
-        return JSONResponse(await run_detection(data, params, Progress()))
+        if not output.geojson(request.headers.get("accept")):
+            if output.georeferenced():
+                raise InvalidGeoreferenceError(
+                    "origin_easting, origin_northing and epsg place the GeoJSON output: "
+                    "add format=geojson (or send Accept: application/geo+json)"
+                )
+            return JSONResponse(await run_detection(data, params, Progress()))
+        georef = resolve_georeference(
+            data, origin_easting=output.origin_easting, origin_northing=output.origin_northing, epsg=output.epsg
+        )
+        detection = await run_detection(data, params, Progress())
+        return JSONResponse(detection_geojson(detection, georef), media_type=GEOJSON_MEDIA_TYPE)
 
     @app.post(
         "/generate-model",

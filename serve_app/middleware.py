@@ -19,6 +19,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Routes open without the API key (the load balancer's and KubeRay's health checks).
 OPEN_PATHS = frozenset({"/health", "/-/healthz", "/-/routes"})
+#: Path prefixes open without the API key: the tuning page's static files (serve_app/ui.py), which hold no secrets
+#: (the page sends the key its user types on its API calls). Only the prefix itself or a path below it: `/ui`,
+#: `/ui/app.js`, never `/uiX`. A path such as `/ui/../jobs` stays inside the /ui mount, whose StaticFiles refuses
+#: to leave its folder: the router matches whole paths and never resolves dot segments.
+OPEN_PREFIXES = ("/ui",)
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = []) -> None:  # noqa: B006
@@ -32,6 +37,10 @@ def _route_path(scope: Scope) -> str:
     # Behind a route prefix (Serve's route_prefix, a proxy's root_path) the path carries the prefix.
     path, root = str(scope.get("path", "")), str(scope.get("root_path", ""))
     return path[len(root) :] if root and path.startswith(root) else path
+
+
+def _is_open(path: str) -> bool:
+    return path in OPEN_PATHS or any(path == prefix or path.startswith(prefix + "/") for prefix in OPEN_PREFIXES)
 
 
 class BodyLimitMiddleware:
@@ -75,7 +84,7 @@ class BodyLimitMiddleware:
 
 
 class ApiKeyMiddleware:
-    """When a key is set, every route but OPEN_PATHS needs `Authorization: Bearer <key>` or `X-API-Key`."""
+    """With a key set, all but OPEN_PATHS and OPEN_PREFIXES need `Authorization: Bearer <key>` or `X-API-Key`."""
 
     def __init__(self, app: ASGIApp, *, api_key: str) -> None:
         """Wrap an app.
@@ -95,7 +104,7 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass, or answer 401 (the key is compared in constant time and never logged)."""
-        if scope["type"] != "http" or not self._key or _route_path(scope) in OPEN_PATHS:
+        if scope["type"] != "http" or not self._key or _is_open(_route_path(scope)):
             await self.app(scope, receive, send)
             return
         if hmac.compare_digest(self._given(scope), self._key):

@@ -112,3 +112,101 @@ class ModelList(BaseModel):
 
     models: list[ModelInfo]
     default: str
+
+
+class PointOut(BaseModel):
+    """A GeoJSON Point."""
+
+    type: Literal["Point"]
+    coordinates: list[float] = Field(
+        min_length=2, max_length=2, description="[easting, northing] in the CRS; image-metric frame: [x, -y] metres"
+    )
+
+
+class TreePropertiesOut(TreeOut):
+    """A tree's GeoJSON properties: the legacy tree fields plus diameter_m."""
+
+    diameter_m: float = Field(description="crown diameter, metres (same as diameter)")
+
+
+class TreeFeatureOut(BaseModel):
+    """One tree as a GeoJSON Feature."""
+
+    type: Literal["Feature"]
+    id: int
+    geometry: PointOut
+    properties: TreePropertiesOut
+
+
+class CrsNamePropertiesOut(BaseModel):
+    """The CRS's name."""
+
+    name: str = Field(description='"urn:ogc:def:crs:EPSG::<code>"; image-metric frame: a local metre CRS (WKT)')
+
+
+class CrsOut(BaseModel):
+    """The GeoJSON 2008 "crs" member (dropped by RFC 7946; GDAL and QGIS read it)."""
+
+    type: Literal["name"]
+    properties: CrsNamePropertiesOut
+
+
+class GeoreferenceOut(BaseModel):
+    """Where the image lies: the client's origin and EPSG code, or its GeoTIFF tags."""
+
+    source: Literal["form", "geotiff"]
+    epsg: int
+    crs: str
+    origin_easting: float = Field(description="CRS easting of the image's top-left corner")
+    origin_northing: float = Field(description="CRS northing of the image's top-left corner")
+    pixel_scale: list[float] | None = Field(description="GeoTIFF: CRS units per pixel (x, y); form: null")
+    raster_type: Literal["PixelIsArea", "PixelIsPoint"] | None
+    geographic: bool = Field(description="the CRS is in degrees")
+
+
+class DetectGeoJSON(BaseModel):
+    """The /detect-trees response as GeoJSON (format=geojson, or Accept: application/geo+json)."""
+
+    type: Literal["FeatureCollection"]
+    name: str
+    crs: CrsOut
+    frame: Literal["image-metric", "crs"] = Field(
+        description="image-metric: metres from the top-left corner, x right, y up; crs: the georeference's CRS"
+    )
+    georeference: GeoreferenceOut | None
+    features: list[TreeFeatureOut]
+    total_trees: int
+    image_width: int
+    image_height: int
+    meters_per_pixel: float
+    meters_per_pixel_x: float
+    meters_per_pixel_y: float
+    parameters: dict[str, Any]
+    tile_count: int
+    timings: dict[str, float]
+    warnings: list[str] = Field(description="e.g. a GeoTIFF pixel size that disagrees with real_width/real_height")
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema with its $defs inlined (a `responses` entry of OpenAPI cannot point into $defs).
+
+    Args:
+        model: a pydantic model without recursive references.
+
+    Returns:
+        The schema.
+    """
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    return dict(resolve(schema))

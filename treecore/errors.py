@@ -4,6 +4,7 @@
     ├── InvalidImageError        bytes that are not a readable PNG, JPEG or TIFF image
     ├── ImageTooLargeError       an image over the pixel limit (checked from the header)
     ├── InvalidParametersError   detection parameters out of range or inconsistent
+    │   └── InvalidGeoreferenceError   an image georeference (origin, EPSG, GeoTIFF tags) that cannot be used
     ├── InvalidTreesError        a tree list (detection JSON) that is malformed
     ├── TooManyTreesError        more trees than the caller's limit
     ├── InvalidMeshError         an OBJ/MTL base model that cannot be read (names the line)
@@ -29,6 +30,10 @@ class ImageTooLargeError(TreecoreError):
 
 class InvalidParametersError(TreecoreError):
     """A detection parameter is out of its range or inconsistent with another."""
+
+
+class InvalidGeoreferenceError(InvalidParametersError):
+    """A georeference is incomplete, out of range, or a GeoTIFF's tags describe one we cannot use."""
 
 
 class InvalidTreesError(TreecoreError):

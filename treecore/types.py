@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from treecore.errors import InvalidParametersError
+from treecore.errors import InvalidGeoreferenceError, InvalidParametersError
 
 BBox = tuple[int, int, int, int]  # (x_min, y_min, x_max, y_max), pixels, half-open
 
@@ -133,3 +133,71 @@ class DetectionResult:
     params: DetectionParams
     tile_count: int = 1
     timings_s: dict[str, float] = field(default_factory=dict)
+
+
+#: EPSG codes a georeference may name: the EPSG registry's range (32767 means "user-defined" in GeoTIFF).
+EPSG_RANGE = (1024, 32766)
+#: Largest accepted |coordinate| of an origin, CRS units: beyond this a float has no millimetres left.
+MAX_ORIGIN = 1e9
+#: GeoTIFF raster types (GTRasterTypeGeoKey): where a raster coordinate's integer values fall.
+RASTER_TYPES = ("PixelIsArea", "PixelIsPoint")
+
+
+def check_epsg(epsg: object) -> int:
+    """An EPSG code checked for its type and range.
+
+    Args:
+        epsg: the code.
+
+    Returns:
+        The code.
+
+    Raises:
+        InvalidGeoreferenceError: not a whole number within EPSG_RANGE.
+    """
+    low, high = EPSG_RANGE
+    if not isinstance(epsg, int) or isinstance(epsg, bool) or not low <= epsg <= high:
+        raise InvalidGeoreferenceError(f"epsg must be an EPSG code, a whole number from {low} to {high}, got {epsg!r}")
+    return epsg
+
+
+@dataclass(frozen=True)
+class Georeference:
+    """Where an image lies in a coordinate reference system (CRS), north up.
+
+    `origin_easting`, `origin_northing`: CRS coordinates of the image's top-left corner (the corner of the
+    top-left pixel, not its centre). `epsg`: the CRS's EPSG code. `pixel_scale`: (x, y) CRS units per pixel
+    column and row (east per column, south per row), known from a GeoTIFF; None when the client gave only the
+    origin: the CRS is then in metres and a tree lies at (origin_easting + x, origin_northing - y) with x, y
+    its metres from the corner. `geographic`: the CRS is in degrees (longitude, latitude). `source`: "form"
+    or "geotiff"; `raster_type` is the GeoTIFF's, kept for the record.
+    """
+
+    origin_easting: float
+    origin_northing: float
+    epsg: int
+    pixel_scale: tuple[float, float] | None = None
+    geographic: bool = False
+    source: str = "form"
+    raster_type: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse an EPSG code outside the registry, a non-finite origin, or a zero or non-finite scale."""
+        check_epsg(self.epsg)
+        for name in ("origin_easting", "origin_northing"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise InvalidGeoreferenceError(f"{name} must be a finite number, got {value!r}")
+            if abs(value) > MAX_ORIGIN:
+                raise InvalidGeoreferenceError(f"{name} must be within +-{MAX_ORIGIN:.0f} CRS units, got {value}")
+        if self.pixel_scale is not None and not all(math.isfinite(s) and s != 0 for s in self.pixel_scale):
+            raise InvalidGeoreferenceError(f"the pixel size must be finite and not 0, got {self.pixel_scale}")
+        if self.source not in ("form", "geotiff"):
+            raise InvalidGeoreferenceError(f"source must be form or geotiff, got {self.source!r}")
+        if self.raster_type is not None and self.raster_type not in RASTER_TYPES:
+            raise InvalidGeoreferenceError(f"raster_type must be one of {', '.join(RASTER_TYPES)}")
+
+    @property
+    def crs_urn(self) -> str:
+        """The CRS as an OGC URN, e.g. "urn:ogc:def:crs:EPSG::32633"."""
+        return f"urn:ogc:def:crs:EPSG::{self.epsg}"

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from scripts.make_sample import make_scene
+from scripts.render_serve_config import serve_config_env_vars
 from serve_app.assembly import ModelBuilder
 from serve_app.ingress import create_app
 from serve_app.pipeline import LocalStages
@@ -109,7 +110,7 @@ def serve_url(serve_env: dict[str, str]) -> Iterator[str]:
         object_store_memory=RAY_OBJECT_STORE_BYTES,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"RAY_SERVE_LOG_TO_STDERR": "0"}},
+        runtime_env={"env_vars": {**serve_config_env_vars(), "RAY_SERVE_LOG_TO_STDERR": "0"}},
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -9,11 +9,12 @@ FORBIDDEN = {"ray", "fastapi", "starlette", "azure", "pydantic", "pydantic_setti
 def test_exported_members_are_pinned():
     assert sorted(treecore.__all__) == treecore.__all__
     assert set(treecore.__all__) == {
-        "BBox", "DetectionParams", "DetectionResult", "ImageTooLargeError", "InvalidImageError",
-        "InvalidMeshError", "InvalidParametersError", "InvalidTreesError", "Tile", "TooManyTreesError",
-        "Tree", "TreecoreError", "Window", "check_image_size", "decode_image", "detect_tile",
-        "detect_trees", "draw_overlay", "halo_pixels", "merge_trees", "metres_per_pixel", "plan_tiles",
-        "read_image_size", "result_to_dict", "tree_to_dict",
+        "BBox", "DetectionParams", "DetectionResult", "Georeference", "ImageTooLargeError",
+        "InvalidGeoreferenceError", "InvalidImageError", "InvalidMeshError", "InvalidParametersError",
+        "InvalidTreesError", "Tile", "TooManyTreesError", "Tree", "TreecoreError", "Window", "check_image_size",
+        "decode_image", "detect_tile", "detect_trees", "detection_geojson", "draw_overlay", "halo_pixels",
+        "merge_trees", "metres_per_pixel", "plan_tiles", "read_geotiff_georeference", "read_image_size",
+        "resolve_georeference", "result_to_dict", "tree_to_dict",
     }  # fmt: skip
     for name in treecore.__all__:
         assert hasattr(treecore, name), name

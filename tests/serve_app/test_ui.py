@@ -1,0 +1,149 @@
+"""The tuning page's serving (TestClient): mount, redirect, headers, the API key exemption; its HSV code under Node."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from serve_app.middleware import OPEN_PREFIXES, ApiKeyMiddleware
+from serve_app.ui import CONTENT_SECURITY_POLICY, UI_DIR, UI_PREFIX
+from tests.serve_app.conftest import API_KEY, local_client
+
+ROOT = Path(__file__).resolve().parents[2]
+#: The bounds tests/tools/hsv_all_colours.js gives inRange.
+LOW, HIGH = (35, 40, 40), (85, 255, 255)
+PAGE_FILES = {"index.html": "text/html", "app.js": "javascript", "hsv.js": "javascript", "style.css": "text/css"}
+
+
+@pytest.fixture
+def secured(tmp_path: Path):
+    with local_client(tmp_path, api_key=API_KEY) as client:
+        yield client
+
+
+def test_page_files_are_served_with_their_types_and_policy(client: TestClient) -> None:
+    for name, kind in PAGE_FILES.items():
+        response = client.get(f"/ui/{name}")
+        assert response.status_code == 200, name
+        assert kind in response.headers["content-type"], name
+        assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["cache-control"] == "no-cache"
+    index = client.get("/ui/")
+    assert index.status_code == 200 and index.text == (UI_DIR / "index.html").read_text()
+
+
+def test_ui_redirects_to_ui_slash_relatively(client: TestClient) -> None:
+    response = client.get("/ui", follow_redirects=False)
+    assert response.status_code == 307 and response.headers["location"] == "ui/"
+    assert client.get("/ui").url.path == "/ui/"  # followed: resolved against /ui (the browser test: /secured/ui)
+
+
+def test_page_urls_are_relative(client: TestClient) -> None:
+    # A leading "/" would escape a route prefix (Serve's route_prefix, an ingress path).
+    for name in ("index.html", "app.js"):
+        text = client.get(f"/ui/{name}").text
+        for needle in ('href="/', 'src="/', 'fetch("/', 'apiUrl("/', 'apiFetch("/'):
+            assert needle not in text, (name, needle)
+
+
+def test_missing_page_file_is_a_json_404(client: TestClient) -> None:
+    response = client.get("/ui/nothing-here.js")
+    assert response.status_code == 404 and "detail" in response.json()
+
+
+def test_page_is_open_but_the_api_is_not_with_a_key(secured: TestClient) -> None:
+    assert secured.get("/ui/").status_code == 200
+    assert secured.get("/ui/app.js").status_code == 200
+    assert secured.get("/ui", follow_redirects=False).status_code == 307
+    assert secured.get("/").status_code == 401
+    assert secured.get("/", headers={"X-API-Key": API_KEY}).status_code == 200
+    assert secured.get("/tree-models").status_code == 401
+    assert secured.post("/detect-trees").status_code == 401
+
+
+def test_only_the_exact_prefix_is_open(secured: TestClient) -> None:
+    for path in ("/uiX", "/ui-admin", "/uix/app.js", "/u", "/UI/"):
+        assert secured.get(path).status_code == 401, path
+    # Dot segments stay inside the /ui mount (StaticFiles will not leave its folder): never the info route.
+    response = secured.get("/ui/%2e%2e/")
+    assert response.status_code == 404 and "totals" not in response.text
+    response = secured.post("/ui/%2e%2e/detect-trees")
+    assert response.status_code in (404, 405)
+    assert UI_PREFIX in OPEN_PREFIXES
+
+
+async def _status(app: ApiKeyMiddleware, path: str, root_path: str = "") -> int:
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "root_path": root_path, "headers": []}
+    await app(scope, receive, send)
+    return int(sent[0]["status"])
+
+
+@pytest.mark.parametrize(
+    ("path", "root_path", "status"),
+    [
+        ("/ui", "", 200),
+        ("/ui/", "", 200),
+        ("/ui/app.js", "", 200),
+        ("/uiX", "", 401),
+        ("/secured/ui/", "/secured", 200),
+        ("/secured/ui", "/secured", 200),
+        ("/secured/uiX", "/secured", 401),
+        ("/secured/detect-trees", "/secured", 401),
+        ("/securedui/", "/secured", 401),
+        ("/ui/", "/secured", 200),  # a server that strips the prefix from path
+    ],
+)
+def test_exemption_is_root_path_aware(path: str, root_path: str, status: int) -> None:
+    import asyncio
+
+    async def inner(scope: dict, receive: object, send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = ApiKeyMiddleware(inner, api_key=API_KEY)
+    assert asyncio.run(_status(middleware, path, root_path)) == status
+
+
+def test_hsv_js_equals_opencv_for_every_colour(tmp_path: Path) -> None:
+    """The page's mask (hsv.js) converts all 2**24 RGB colours exactly as cv2.COLOR_RGB2HSV does."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is needed (make test installs the npm tools with it)")
+    out = tmp_path / "hsv.bin"
+    done = subprocess.run(
+        [node, str(ROOT / "tests/tools/hsv_all_colours.js"), str(UI_DIR / "hsv.js"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    codes = np.arange(1 << 24, dtype=np.uint32)
+    rgb = np.stack([codes >> 16, (codes >> 8) & 255, codes & 255], axis=-1).astype(np.uint8).reshape(4096, 4096, 3)
+    expected = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV).reshape(-1, 3)
+    got = np.fromfile(out, np.uint8).reshape(-1, 5)
+    wrong = np.nonzero((got[:, :3] != expected).any(axis=1))[0]
+    assert wrong.size == 0, f"{wrong.size} colours differ, e.g. RGB {rgb.reshape(-1, 3)[wrong[:3]].tolist()}"
+    mask = cv2.inRange(expected.reshape(4096, 4096, 3), np.array(LOW, np.uint8), np.array(HIGH, np.uint8))
+    assert np.array_equal(got[:, 3], mask.reshape(-1) // 255)
+    assert (got[:, 4] == 1).all()  # rgbToHsv (one colour) agrees with hsvPlanes
+
+
+def test_readme_screenshot_is_there_and_small() -> None:
+    # README and docs/ui.md show it; check-added-large-files would refuse a big one, 300 kB keeps clones light.
+    shot = ROOT / "docs" / "ui-screenshot.png"
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size < 300_000

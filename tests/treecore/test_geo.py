@@ -1,0 +1,213 @@
+"""Detections as GeoJSON: frames, CRS, coordinates; the output read back by GDAL (pyogrio), an independent reader."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from typing import Any
+
+import numpy as np
+import pyogrio
+import pyogrio.raw
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.treecore.conftest import UTM33_KEYS, Disc, draw_scene, geotiff
+from treecore.detect import detect_trees
+from treecore.errors import InvalidGeoreferenceError, InvalidTreesError
+from treecore.geo import IMAGE_METRIC_WKT, PROPERTIES, detection_geojson, form_georeference, resolve_georeference
+from treecore.report import result_to_dict
+from treecore.types import DetectionParams, DetectionResult, Georeference
+
+# 600 x 400 px at 0.1 m: 60 x 40 m, not square, so x and y cannot be swapped unnoticed.
+DISCS = [Disc(100, 80, 25), Disc(450, 120, 30), Disc(300, 300, 20), Disc(520, 350, 35)]
+PARAMS = DetectionParams(min_diameter=2, cluster_threshold=0, real_width=60, real_height=40)
+
+
+@pytest.fixture(scope="module")
+def result() -> DetectionResult:
+    found = detect_trees(draw_scene(400, 600, DISCS), PARAMS)
+    assert len(found.trees) == len(DISCS)
+    return found
+
+
+def read_with_gdal(collection: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[float, float]], dict[str, Any]]:
+    """(layer info, point coordinates, fields by name) as GDAL reads the serialised GeoJSON."""
+    data = json.dumps(collection, allow_nan=False).encode()
+    meta, _, geometries, values = pyogrio.raw.read(data)
+    points = []
+    for wkb in geometries:
+        order = "<" if wkb[0] == 1 else ">"
+        kind, x, y = struct.unpack(order + "Idd", wkb[1:21])
+        assert kind == 1  # Point
+        points.append((x, y))
+    return meta, points, dict(zip(meta["fields"], values, strict=True))
+
+
+def test_image_metric_frame_is_y_up_metres_in_a_local_crs(result: DetectionResult) -> None:
+    collection = detection_geojson(result)
+    body = result_to_dict(result)
+    assert collection["type"] == "FeatureCollection" and collection["frame"] == "image-metric"
+    assert collection["georeference"] is None and collection["warnings"] == []
+    assert collection["crs"] == {"type": "name", "properties": {"name": IMAGE_METRIC_WKT}}
+    assert collection["total_trees"] == len(collection["features"]) == 4
+    for feature, tree in zip(collection["features"], body["trees"], strict=True):
+        assert feature["geometry"] == {"type": "Point", "coordinates": [tree["x"], -tree["y"]]}
+        assert list(feature["properties"]) == list(PROPERTIES)
+        assert feature["properties"]["diameter_m"] == tree["diameter"] and feature["id"] == tree["id"]
+    meta, points, fields = read_with_gdal(collection)
+    # GDAL keeps the local metre CRS instead of assuming WGS 84 degrees.
+    assert meta["crs"].startswith("LOCAL_CS[") and 'UNIT["metre",1]' in meta["crs"]
+    assert points == [tuple(f["geometry"]["coordinates"]) for f in collection["features"]]
+    assert fields["diameter_m"].tolist() == [t["diameter"] for t in body["trees"]]
+
+
+def test_form_origin_and_epsg_place_trees_in_the_crs(result: DetectionResult) -> None:
+    georef = form_georeference(500_000.0, 5_500_000.0, 32633)
+    collection = detection_geojson(result_to_dict(result), georef)
+    assert collection["frame"] == "crs"
+    assert collection["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::32633"
+    assert collection["georeference"]["source"] == "form" and collection["georeference"]["pixel_scale"] is None
+    meta, points, fields = read_with_gdal(collection)
+    assert meta["crs"] == "EPSG:32633" and len(points) == len(result.trees)
+    for (easting, northing), tree in zip(points, result_to_dict(result)["trees"], strict=True):
+        assert easting == pytest.approx(500_000.0 + tree["x"], abs=1e-6)
+        assert northing == pytest.approx(5_500_000.0 - tree["y"], abs=1e-6)
+    # The drawn discs are where they should be: centre pixel (col, row) + 0.5, times 0.1 m.
+    expected = sorted((500_000 + (d.col + 0.5) * 0.1, 5_500_000 - (d.row + 0.5) * 0.1) for d in DISCS)
+    for (easting, northing), (e, n) in zip(sorted(points), expected, strict=True):
+        assert abs(easting - e) < 0.3 and abs(northing - n) < 0.3
+    assert fields["id"].tolist() == [t.id for t in result.trees]
+
+
+def test_geotiff_tags_place_trees_by_pixel(result: DetectionResult) -> None:
+    data = geotiff(draw_scene(400, 600, DISCS), scale=(0.1, 0.1, 0), tiepoint=(0, 0, 0, 300_000.0, 4_000_000.0, 0))
+    georef = resolve_georeference(data)
+    assert georef is not None and georef.source == "geotiff"
+    collection = detection_geojson(result, georef)
+    assert collection["warnings"] == []  # 0.1 m per pixel from both the tags and real_width/real_height
+    for feature, tree in zip(collection["features"], result.trees, strict=True):
+        easting, northing = feature["geometry"]["coordinates"]
+        assert easting == pytest.approx(300_000.0 + tree.pixel_x * 0.1, abs=1e-3)
+        assert northing == pytest.approx(4_000_000.0 - tree.pixel_y * 0.1, abs=1e-3)
+    meta, points, _ = read_with_gdal(collection)
+    assert meta["crs"] == "EPSG:32633" and len(points) == 4
+
+
+def test_a_geotiff_scale_unlike_real_width_is_warned_about(result: DetectionResult) -> None:
+    coarse = Georeference(0.0, 0.0, 32633, pixel_scale=(0.5, 0.5), source="geotiff")
+    (warning,) = detection_geojson(result, coarse)["warnings"]
+    assert "0.5 x 0.5" in warning and "real_width" in warning
+    degrees = Georeference(13.0, 52.0, 4326, pixel_scale=(1e-6, 1e-6), geographic=True, source="geotiff")
+    collection = detection_geojson(result, degrees)
+    assert collection["warnings"] == []  # degrees cannot be compared with metres
+    # A millionth of a degree per pixel keeps 9 decimals: a thousandth of a pixel.
+    easting = collection["features"][0]["geometry"]["coordinates"][0]
+    assert easting == round(13.0 + result.trees[0].pixel_x * 1e-6, 9)
+
+
+def test_empty_detection_is_an_empty_collection() -> None:
+    found = detect_trees(draw_scene(50, 50, []), PARAMS)
+    collection = detection_geojson(found, form_georeference(1000.0, 2000.0, 2056))
+    assert collection["features"] == [] and collection["total_trees"] == 0
+    meta, points, _ = read_with_gdal(collection)
+    assert points == [] and meta["crs"] == "EPSG:2056"
+
+
+@pytest.mark.parametrize(
+    "detection",
+    [{}, {"trees": "no"}, {"trees": [1]}, {"trees": [{"id": 1, "x": "a", "y": 0}]}, {"trees": [{"x": math.nan}]}],
+)
+def test_malformed_detections_are_refused(detection: dict[str, Any]) -> None:
+    with pytest.raises(InvalidTreesError):
+        detection_geojson(detection)
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"origin_easting": 1.0}, "origin_northing is missing"),
+        ({"origin_northing": 1.0, "epsg": 32633}, "origin_easting is missing"),
+        ({"origin_easting": 1.0, "origin_northing": 2.0}, "need epsg"),
+        ({"epsg": 32633}, "epsg needs origin_easting"),
+        ({"epsg": 99}, "whole number from 1024"),
+        ({"origin_easting": 1.0, "origin_northing": 2.0, "epsg": 40_000}, "whole number from 1024"),
+        ({"origin_easting": 1.0, "origin_northing": 2.0, "epsg": 4326}, "geographic"),
+        ({"origin_easting": math.inf, "origin_northing": 2.0, "epsg": 32633}, "origin_easting must be a finite"),
+        ({"origin_easting": 1.0, "origin_northing": 2e12, "epsg": 32633}, "origin_northing must be within"),
+    ],
+)
+def test_incomplete_or_invalid_georeferences_say_what_is_wrong(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidGeoreferenceError, match=message):
+        resolve_georeference(PNG, **fields)
+
+
+def test_resolution_order() -> None:
+    tiff = geotiff(np.zeros((4, 4, 3), np.uint8))
+    assert resolve_georeference(PNG) is None
+    explicit = resolve_georeference(tiff, origin_easting=1.0, origin_northing=2.0, epsg=25832)
+    assert explicit == Georeference(1.0, 2.0, 25832)  # the client's origin wins over the tags
+    tagged = resolve_georeference(tiff)
+    assert tagged is not None and tagged.epsg == 32633 and tagged.source == "geotiff"
+    relabelled = resolve_georeference(tiff, epsg=25833)
+    assert relabelled is not None and relabelled.epsg == 25833 and relabelled.origin_easting == 500_000.0
+    with pytest.raises(InvalidGeoreferenceError, match="user-defined"):
+        resolve_georeference(geotiff(np.zeros((4, 4, 3), np.uint8), keys={**UTM33_KEYS, 3072: 32767}))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"epsg": True},
+        {"pixel_scale": (0.0, 1.0)},
+        {"source": "exif"},
+        {"raster_type": "PixelIsCorner"},
+        {"origin_easting": "1"},
+    ],
+)
+def test_georeference_checks_its_fields(kwargs: dict[str, Any]) -> None:
+    base: dict[str, Any] = {"origin_easting": 0.0, "origin_northing": 0.0, "epsg": 32633}
+    with pytest.raises(InvalidGeoreferenceError):
+        Georeference(**{**base, **kwargs})
+
+
+TREE = st.fixed_dictionaries(
+    {
+        "id": st.integers(1, 10**6),
+        "x": st.floats(0, 1e5),
+        "y": st.floats(0, 1e5),
+        "diameter": st.floats(0.01, 50),
+        "pixel_x": st.floats(0, 1e6),
+        "pixel_y": st.floats(0, 1e6),
+        "pixel_diameter": st.floats(0.1, 500),
+    }
+)
+
+
+@given(
+    trees=st.lists(TREE, max_size=8),
+    east=st.floats(-1e7, 1e7),
+    north=st.floats(-1e7, 1e7),
+    epsg=st.integers(2000, 32000).filter(lambda c: c not in (4326, 4258)),
+    scale=st.none() | st.tuples(st.floats(1e-3, 100), st.floats(1e-3, 100)),
+)
+@settings(max_examples=150, deadline=None)
+def test_any_detection_gives_valid_geojson_at_the_right_places(
+    trees: list[dict[str, Any]], east: float, north: float, epsg: int, scale: tuple[float, float] | None
+) -> None:
+    georef = Georeference(east, north, epsg, pixel_scale=scale, source="geotiff" if scale else "form")
+    collection = json.loads(json.dumps(detection_geojson({"trees": trees}, georef), allow_nan=False))
+    assert len(collection["features"]) == len(trees)
+    for feature, tree in zip(collection["features"], trees, strict=True):
+        easting, northing = feature["geometry"]["coordinates"]
+        if scale is None:
+            want = (east + tree["x"], north - tree["y"])
+        else:
+            want = (east + tree["pixel_x"] * scale[0], north - tree["pixel_y"] * scale[1])
+        assert easting == pytest.approx(want[0], abs=1e-3) and northing == pytest.approx(want[1], abs=1e-3)
+        assert feature["properties"]["diameter_m"] == tree["diameter"]
