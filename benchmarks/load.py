@@ -29,9 +29,9 @@ from benchmarks.serve_pipeline import (  # noqa: E402
     ray_private_mb,
     ray_processes,
     ray_pss_mb,
+    start_ray,
 )
 from scripts.make_sample import make_scene  # noqa: E402
-from scripts.render_serve_config import serve_config_env_vars  # noqa: E402
 
 
 def private_by_process() -> dict[str, float]:
@@ -121,13 +121,7 @@ def main() -> int:
         opts["num_replicas"] = 2 if name == "Detector" else spec.get("num_replicas", 1)
         options[name] = opts
 
-    ray.init(
-        num_cpus=2,
-        object_store_memory=2_000_000_000,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": serve_config_env_vars()},  # the app's runtime_env, as `serve run` gives it
-    )
+    start_ray()
     try:
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -65,6 +65,21 @@ def _descendants(root: int) -> set[int]:
     return found
 
 
+def start_ray() -> None:
+    """A local Ray for a benchmark: 2 CPUs, a 2 GB object store, and serve_config.yaml's runtime_env variables
+    for every Ray process (replicas and the HTTP proxy), as the image and `make run` give them."""
+    import ray
+
+    os.environ.update(serve_config_env_vars())
+    ray.init(
+        num_cpus=2,
+        object_store_memory=2_000_000_000,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": serve_config_env_vars()},
+    )
+
+
 def ray_processes() -> dict[int, str]:
     """This benchmark's Ray processes (GCS, raylet, workers and replicas started below it): pid -> title."""
     out: dict[int, str] = {}
@@ -295,13 +310,7 @@ def main() -> int:
     os.environ.setdefault("GENERATED_MODELS_DIR", "/tmp/tree-detection-bench-models")
     # The legacy checklist tile has ~88,000 trees, above the default MAX_TREES_LIMIT (60,000).
     os.environ.setdefault("MAX_TREES_LIMIT", "100000")
-    ray.init(
-        num_cpus=2,
-        object_store_memory=2_000_000_000,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": serve_config_env_vars()},  # the app's runtime_env, as `serve run` gives it
-    )
+    start_ray()
     try:
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})

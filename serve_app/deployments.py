@@ -23,7 +23,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError,
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.assembly import InlineModel, ModelBuilder
+from serve_app.assembly import InlineModel, ModelBuilder, TreeModelEntry
 from serve_app.errors import ServiceUnavailableError
 from serve_app.ingress import create_app
 from serve_app.metrics import Metrics, RayMetrics
@@ -226,6 +226,14 @@ class ModelAssembler:
         """One scene (see ModelBuilder.build)."""
         return self.builder.build(trees, base_model, store=store, name=name, fmt=fmt)
 
+    def list_models(self) -> list[TreeModelEntry]:
+        """The base models, packaged and in the tree-models container (see ModelBuilder.list_models)."""
+        return self.builder.list_models()
+
+    def model_file(self, filename: str) -> bytes:
+        """A base model's OBJ or MTL file (see ModelBuilder.model_file)."""
+        return self.builder.model_file(filename)
+
     def describe(self) -> str:
         """Where stored models go."""
         return self.builder.store.describe()
@@ -324,6 +332,26 @@ class ServeStages:
             on_retry=lambda: self.metrics.retried("build_model"),
         )
         return built
+
+    async def list_models(self) -> list[TreeModelEntry]:
+        """ModelAssembler.list_models (the assembler owns the storage)."""
+        models: list[TreeModelEntry] = await call_with_retries(
+            lambda: self.assembler.list_models.remote(),
+            what="listing the tree models",
+            attempts=self.attempts,
+            on_retry=lambda: self.metrics.retried("list_models"),
+        )
+        return models
+
+    async def model_file(self, filename: str) -> bytes:
+        """ModelAssembler.model_file."""
+        data: bytes = await call_with_retries(
+            lambda: self.assembler.model_file.remote(filename),
+            what=f"reading the tree model file {filename}",
+            attempts=self.attempts,
+            on_retry=lambda: self.metrics.retried("model_file"),
+        )
+        return data
 
     def describe(self) -> dict[str, Any]:
         """The deployments behind the ingress."""

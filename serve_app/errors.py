@@ -5,7 +5,8 @@
     ├── TooManyJobsError           the job table or the running-job limit is full (429)
     └── ServiceUnavailableError    a pipeline stage failed after its retries (503)
 
-treecore errors (the user's input) and storage errors (the service's storage) are mapped here too.
+treecore errors (the user's input) and storage errors (the service's storage: 503, but a stored base model
+too large to read: 413) are mapped here too.
 Every exception takes one message argument, so it pickles across Ray replicas unchanged.
 """
 
@@ -17,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from serve_app.storage import StorageError
+from serve_app.storage import ModelTooLargeError, StorageError
 from treecore.errors import (
     ImageTooLargeError,
     InvalidGeoreferenceError,
@@ -63,6 +64,7 @@ STATUS_CODES: dict[type[BaseException], int] = {
     JobNotFoundError: 404,
     TooManyJobsError: 429,
     ServiceUnavailableError: 503,
+    ModelTooLargeError: 413,
     StorageError: 503,
 }
 

@@ -15,7 +15,15 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from serve_app import __version__
-from serve_app.assembly import FORMATS, GLB_MEDIA_TYPE, MTL_MEDIA_TYPE, OBJ_MEDIA_TYPE, ZIP_MEDIA_TYPE, InlineModel
+from serve_app.assembly import (
+    FORMATS,
+    GLB_MEDIA_TYPE,
+    MODEL_FILES,
+    MTL_MEDIA_TYPE,
+    OBJ_MEDIA_TYPE,
+    ZIP_MEDIA_TYPE,
+    InlineModel,
+)
 from serve_app.errors import add_exception_handlers
 from serve_app.jobs import JobTable
 from serve_app.metrics import Metrics
@@ -93,6 +101,8 @@ Params = Annotated[DetectionParams, Depends(detection_params)]
 ImageFile = Annotated[UploadFile, File(description="PNG, JPEG or TIFF; 8 or 16 bit; gray, RGB, RGBA or palette")]
 
 GEOJSON_MEDIA_TYPE = "application/geo+json"
+#: /detect-trees answers JSON or GeoJSON by the Accept header: caches must keep the two apart.
+VARY_ACCEPT = {"Vary": "Accept"}
 OutputFormat = Literal["json", "geojson"]
 
 
@@ -179,7 +189,8 @@ def create_app(
         settings: process settings (limits, storage, API key, CORS).
         stages: the pipeline (Serve deployment handles, or in-process stages).
         metrics: request and pipeline metrics (default: in-memory only).
-        models_dir: folder of base tree models served by /tree-models.
+        models_dir: folder of the packaged base tree models, whose files /tree-models/{filename} serves from
+            disk (the same folder the model stage loads them from; other models come through the stages).
 
     Returns:
         The app.
@@ -298,12 +309,12 @@ def create_app(
                     "origin_easting, origin_northing and epsg place the GeoJSON output: "
                     "add format=geojson (or send Accept: application/geo+json)"
                 )
-            return JSONResponse(await run_detection(data, params, Progress()))
+            return JSONResponse(await run_detection(data, params, Progress()), headers=VARY_ACCEPT)
         georef = resolve_georeference(
             data, origin_easting=output.origin_easting, origin_northing=output.origin_northing, epsg=output.epsg
         )
         detection = await run_detection(data, params, Progress())
-        return JSONResponse(detection_geojson(detection, georef), media_type=GEOJSON_MEDIA_TYPE)
+        return JSONResponse(detection_geojson(detection, georef), media_type=GEOJSON_MEDIA_TYPE, headers=VARY_ACCEPT)
 
     @app.post(
         "/generate-model",
@@ -353,32 +364,35 @@ def create_app(
 
     @app.get("/tree-models", response_model=ModelList, tags=["3d"])
     async def tree_models(request: Request) -> dict[str, Any]:
-        """The base tree models, each with the URLs of its OBJ and MTL."""
-        names = list_models(models_dir)
+        """The base tree models (packaged, then from the tree-models container), with their files' URLs."""
         return {
             "default": DEFAULT_MODEL,
             "models": [
                 {
-                    "name": name,
-                    "obj_url": str(request.url_for("tree_model_file", filename=f"{name}.obj")),
-                    "mtl_url": str(request.url_for("tree_model_file", filename=f"{name}.mtl")),
+                    "name": model.name,
+                    "obj_url": str(request.url_for("tree_model_file", filename=f"{model.name}.obj")),
+                    "mtl_url": str(request.url_for("tree_model_file", filename=f"{model.name}.mtl")),
+                    "source": model.source,
                 }
-                for name in names
+                for model in await stages.list_models()
             ],
         }
 
     @app.get("/tree-models/{filename}", name="tree_model_file", tags=["3d"], response_class=FileResponse)
-    async def tree_model_file(filename: str) -> FileResponse:
-        """A base tree model's OBJ or MTL file by name, e.g. tree_lowpoly.obj."""
+    async def tree_model_file(filename: str) -> Response:
+        """A base tree model's OBJ or MTL file by name, e.g. tree_lowpoly.obj (packaged or blob model)."""
         stem, dot, ext = filename.rpartition(".")
-        if not dot or ext not in ("obj", "mtl"):
+        if not dot or ext not in MODEL_FILES:
             raise UnknownModelError(f"{filename!r}: ask for <name>.obj or <name>.mtl")
         stem = check_model_name(stem)
         path = models_dir / f"{stem}.{ext}"
-        if stem not in list_models(models_dir) or not path.is_file():
-            raise UnknownModelError(f"no tree model file {stem}.{ext} (see GET /tree-models)")
         media = OBJ_MEDIA_TYPE if ext == "obj" else MTL_MEDIA_TYPE
-        return FileResponse(path, media_type=media, filename=f"{stem}.{ext}")
+        if stem in list_models(models_dir) and path.is_file():
+            return FileResponse(path, media_type=media, filename=f"{stem}.{ext}")
+        # Not a packaged file: the model stage owns the storage, and answers 404 for a packaged model's
+        # missing file (a package model wins a name clash there too).
+        data = await stages.model_file(f"{stem}.{ext}")
+        return Response(data, media_type=media, headers={"Content-Disposition": f'attachment; filename="{stem}.{ext}"'})
 
     @app.get("/download/{filename}", name="download_model", tags=["3d"], response_class=FileResponse)
     async def download_model(filename: str) -> FileResponse:

@@ -1,8 +1,10 @@
 """The detection and model pipeline as stages, orchestrated the same way on Ray Serve and in one process.
 
 `Stages` is what the ingress calls: `split` (decode once, plan tiles), `detect_tile` (one window),
-`build_model` (OBJ parts, then storage). `ServeStages` (serve_app.deployments) calls deployment
-handles; `LocalStages` here runs them in this process, for the ingress unit tests and for debugging.
+`build_model` (OBJ parts, then storage), `list_models` and `model_file` (the base models, packaged and in
+the tree-models container, which only the model stage can reach). `ServeStages` (serve_app.deployments)
+calls deployment handles; `LocalStages` here runs them in this process, for the ingress unit tests and for
+debugging.
 `detect` is the one orchestration both use, so results are the same by construction.
 """
 
@@ -17,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from serve_app.assembly import InlineModel, ModelBuilder
+from serve_app.assembly import InlineModel, ModelBuilder, TreeModelEntry
 from serve_app.metrics import Metrics
 from serve_app.storage import StoredModel
 from treecore.detect import detect_tile, metres_per_pixel
@@ -121,6 +123,14 @@ class Stages(Protocol):
         self, trees: list[Tree], base_model: str, *, store: bool, name: str, fmt: str = "obj"
     ) -> InlineModel | StoredModel:
         """A scene in format `fmt`: returned inline, or stored under `name`."""
+        ...
+
+    async def list_models(self) -> list[TreeModelEntry]:
+        """The base models on offer, with their source (package or blob)."""
+        ...
+
+    async def model_file(self, filename: str) -> bytes:
+        """A base model's `<name>.obj` or `<name>.mtl`, from where generation loads that model."""
         ...
 
     def describe(self) -> dict[str, Any]:
@@ -248,6 +258,14 @@ class LocalStages:
             trees, base_model, store=store, name=name, fmt=fmt
         )
         return await asyncio.to_thread(build)
+
+    async def list_models(self) -> list[TreeModelEntry]:
+        """The builder's models, in a worker thread (the blob listing is a network call)."""
+        return await asyncio.to_thread(self.builder.list_models)
+
+    async def model_file(self, filename: str) -> bytes:
+        """The builder's file, in a worker thread."""
+        return await asyncio.to_thread(self.builder.model_file, filename)
 
     def describe(self) -> dict[str, Any]:
         """In-process stages."""

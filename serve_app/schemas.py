@@ -105,6 +105,9 @@ class ModelInfo(BaseModel):
     name: str
     obj_url: str
     mtl_url: str
+    source: Literal["package", "blob"] = Field(
+        description="package: shipped with the service (wins a name clash); blob: the tree-models container"
+    )
 
 
 class ModelList(BaseModel):

@@ -26,11 +26,14 @@ if TYPE_CHECKING:  # re-exported lazily by __getattr__ below
     from serve_app.storage_azure import (
         CLOCK_SKEW_S,
         DELEGATION_KEY_LIFETIME_S,
+        MAX_BASE_MODEL_BYTES,
         MAX_BLOCK_BYTES,
+        MAX_LISTED_BLOBS,
         MIN_BLOCK_BYTES,
         RENEW_BEFORE_S,
         SAS_LIFETIME_S,
         AzureModelStore,
+        BlobModels,
         blob_models,
         storage_error,
     )
@@ -38,14 +41,18 @@ if TYPE_CHECKING:  # re-exported lazily by __getattr__ below
 __all__ = [
     "CLOCK_SKEW_S",
     "DELEGATION_KEY_LIFETIME_S",
+    "MAX_BASE_MODEL_BYTES",
     "MAX_BLOCK_BYTES",
+    "MAX_LISTED_BLOBS",
     "MIN_BLOCK_BYTES",
     "RENEW_BEFORE_S",
     "SAS_LIFETIME_S",
     "STALE_TEMP_S",
     "AzureModelStore",
+    "BlobModels",
     "LocalModelStore",
     "ModelStore",
+    "ModelTooLargeError",
     "StorageError",
     "StoredModel",
     "blob_models",
@@ -66,6 +73,7 @@ FILE_MODE = 0o644
 _AZURE_NAMES = frozenset(__all__) - {
     "LocalModelStore",
     "ModelStore",
+    "ModelTooLargeError",
     "STALE_TEMP_S",
     "StorageError",
     "StoredModel",
@@ -100,6 +108,10 @@ class StorageError(Exception):
     """
 
 
+class ModelTooLargeError(StorageError):
+    """A stored base model file is larger than the service reads (the service maps it to HTTP 413)."""
+
+
 @dataclass(frozen=True)
 class StoredModel:
     """A stored file: its name, where to download it, its size in bytes, and seconds until the URL expires."""
@@ -126,6 +138,15 @@ class ModelStore(Protocol):
 
         Raises:
             StorageError: the storage failed (nothing is visible under `name`).
+            ValueError: `name` is not a plain file name.
+        """
+        ...
+
+    def delete(self, name: str) -> None:
+        """Remove a stored file if it is there (to undo half of a two-file save).
+
+        Raises:
+            StorageError: the storage failed.
             ValueError: `name` is not a plain file name.
         """
         ...
@@ -262,6 +283,18 @@ class LocalModelStore:
                     os.unlink(temp)
         self._sync_folder()
         return StoredModel(name, f"{self.url_prefix}/{name}", size, self.retention_s)
+
+    def delete(self, name: str) -> None:
+        """Remove a stored file; a missing one is not an error.
+
+        Raises:
+            StorageError: the folder cannot be written.
+            ValueError: not a plain file name.
+        """
+        try:
+            (self.root / check_name(name)).unlink(missing_ok=True)
+        except OSError as exc:
+            raise self._unwritable(exc) from exc
 
     def _sync_folder(self) -> None:
         # Make the rename durable. Best effort: the file is already complete and visible.

@@ -33,7 +33,7 @@ from azure.storage.blob import (
     generate_blob_sas,
 )
 
-from serve_app.storage import StorageError, StoredModel, check_name
+from serve_app.storage import ModelTooLargeError, StorageError, StoredModel, check_name
 
 #: Read-only SAS lifetime, seconds.
 SAS_LIFETIME_S = 3600
@@ -55,6 +55,10 @@ CONNECTION_TIMEOUT_S = 10
 READ_TIMEOUT_S = 120
 RETRY_TOTAL = 2
 RETRY_BACKOFF_S = 1.5
+#: Largest base model file (OBJ or MTL) read from the tree-models container; larger ones are refused.
+MAX_BASE_MODEL_BYTES = 64 * 1024 * 1024
+#: Blob names read when listing a container: one listing request (a page holds up to 5000).
+MAX_LISTED_BLOBS = 5000
 #: Error codes that are about the container rather than the account or the credentials.
 _CONTAINER_CODES = frozenset(
     {"ContainerNotFound", "ContainerBeingDeleted", "ContainerDisabled", "InvalidResourceName", "OutOfRangeInput"}
@@ -360,10 +364,52 @@ class AzureModelStore:
             raise self._error(exc) from None
         return StoredModel(name, url, size, SAS_LIFETIME_S)
 
-    def read_text(self, container: str, name: str, *, max_bytes: int = 64 * 1024 * 1024) -> str | None:
-        """A blob's text (UTF-8), or None when the container or the blob does not exist.
+    def delete(self, name: str) -> None:
+        """Delete a committed blob of the container; a missing one is not an error.
+
+        Raises:
+            StorageError: unreachable, credentials refused, or another storage failure.
+            ValueError: not a plain file name.
+        """
+        check_name(name)
+        try:
+            self.service.get_blob_client(self.container, name).delete_blob()
+        except ResourceNotFoundError:
+            return
+        except AzureError as exc:
+            raise self._error(exc) from None
+
+    def read_bytes(self, container: str, name: str, *, max_bytes: int = MAX_BASE_MODEL_BYTES) -> bytes | None:
+        """A blob's bytes, or None when the container or the blob does not exist.
 
         Used for base tree models (OBJ + MTL) in the tree-models container.
+
+        Args:
+            container: container name.
+            name: blob name (see check_name).
+            max_bytes: larger blobs are refused.
+
+        Returns:
+            The bytes, or None.
+
+        Raises:
+            ModelTooLargeError: the blob has more than max_bytes.
+            StorageError: unreachable, credentials refused, or another storage failure.
+            ValueError: not a plain file name.
+        """
+        check_name(name)
+        try:
+            download = self.service.get_blob_client(container, name).download_blob()
+            if download.size > max_bytes:
+                raise ModelTooLargeError(f"blob {container}/{name} has {download.size} bytes, more than {max_bytes}")
+            return bytes(download.readall())
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise storage_error(exc, self.account_url, container) from None
+
+    def read_text(self, container: str, name: str, *, max_bytes: int = MAX_BASE_MODEL_BYTES) -> str | None:
+        """A blob's text (UTF-8, undecodable bytes replaced), or None (see read_bytes).
 
         Args:
             container: container name.
@@ -374,34 +420,80 @@ class AzureModelStore:
             The text, or None.
 
         Raises:
-            StorageError: unreachable, credentials refused, too large, or another storage failure.
+            ModelTooLargeError: the blob has more than max_bytes.
+            StorageError: unreachable, credentials refused, or another storage failure.
             ValueError: not a plain file name.
         """
-        check_name(name)
+        data = self.read_bytes(container, name, max_bytes=max_bytes)
+        return None if data is None else data.decode("utf-8", errors="replace")
+
+    def list_names(self, container: str, *, limit: int = MAX_LISTED_BLOBS) -> list[str]:
+        """Names of the blobs in a container, at most `limit`; [] when the container does not exist.
+
+        Args:
+            container: container name.
+            limit: names read at most (the listing stops there).
+
+        Returns:
+            Blob names in the service's (lexicographic) order.
+
+        Raises:
+            StorageError: unreachable, credentials refused, or another storage failure.
+        """
+        names: list[str] = []
         try:
-            download = self.service.get_blob_client(container, name).download_blob()
-            if download.size > max_bytes:
-                raise StorageError(f"blob {container}/{name} has {download.size} bytes, more than {max_bytes}")
-            return bytes(download.readall()).decode("utf-8", errors="replace")
+            for blob in self.service.get_container_client(container).list_blobs(results_per_page=min(limit, 5000)):
+                names.append(str(blob.name))
+                if len(names) >= limit:
+                    break
         except ResourceNotFoundError:
-            return None
+            return []
         except AzureError as exc:
             raise storage_error(exc, self.account_url, container) from None
+        return names
 
 
-def blob_models(store: AzureModelStore, container: str) -> Callable[[str], tuple[str, str | None] | None]:
-    """Base tree models from a container: name -> (<name>.obj text, <name>.mtl text or None), None if absent.
+class BlobModels:
+    """Base tree models in a container: `<name>.obj` blobs, each with an optional `<name>.mtl`.
+
+    Calling it looks one model up (what ModelBuilder generates with); `names` and `read` list the container
+    and read one file as it is (what GET /tree-models serves).
+    """
+
+    def __init__(self, store: AzureModelStore, container: str, *, max_bytes: int = MAX_BASE_MODEL_BYTES) -> None:
+        """Models in one container.
+
+        Args:
+            store: the Azure store (its client and credentials are used).
+            container: the tree-models container.
+            max_bytes: larger files are refused (ModelTooLargeError).
+        """
+        self.store, self.container, self.max_bytes = store, container, max_bytes
+
+    def __call__(self, stem: str) -> tuple[str, str | None] | None:
+        """(<stem>.obj text, <stem>.mtl text or None), or None when there is no <stem>.obj."""
+        obj = self.store.read_text(self.container, f"{stem}.obj", max_bytes=self.max_bytes)
+        if obj is None:
+            return None
+        return obj, self.store.read_text(self.container, f"{stem}.mtl", max_bytes=self.max_bytes)
+
+    def names(self) -> list[str]:
+        """The container's blob names (at most MAX_LISTED_BLOBS; [] when it does not exist)."""
+        return self.store.list_names(self.container)
+
+    def read(self, filename: str) -> bytes | None:
+        """One file's bytes as stored, or None when absent."""
+        return self.store.read_bytes(self.container, filename, max_bytes=self.max_bytes)
+
+
+def blob_models(store: AzureModelStore, container: str) -> BlobModels:
+    """Base tree models from a container: look one up by name (OBJ text, MTL text or None), list, read files.
 
     Args:
         store: the Azure store (its client and credentials are used).
         container: the tree-models container.
 
     Returns:
-        The lookup function.
+        The models (calling them with a name is the lookup: None when absent).
     """
-
-    def lookup(stem: str) -> tuple[str, str | None] | None:
-        obj = store.read_text(container, f"{stem}.obj")
-        return None if obj is None else (obj, store.read_text(container, f"{stem}.mtl"))
-
-    return lookup
+    return BlobModels(store, container)

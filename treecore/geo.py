@@ -22,7 +22,14 @@ from typing import Any
 from treecore.errors import InvalidGeoreferenceError, InvalidTreesError
 from treecore.geotiff import read_geotiff_georeference
 from treecore.report import result_to_dict
-from treecore.types import DetectionResult, Georeference, check_epsg
+from treecore.types import (
+    GEOGRAPHIC_EPSG,
+    WEB_MERCATOR_EPSG,
+    WEB_MERCATOR_RADIUS_M,
+    DetectionResult,
+    Georeference,
+    check_epsg,
+)
 
 FRAMES = ("image-metric", "crs")
 
@@ -47,12 +54,6 @@ DETECTION_MEMBERS = (
 
 #: Properties of each feature: the new diameter_m, then the legacy tree fields unchanged.
 PROPERTIES = ("id", "diameter_m", "x", "y", "diameter", "pixel_x", "pixel_y", "pixel_diameter")
-
-#: EPSG codes of common geographic (degree) CRSs, refused with a form origin: metres cannot be added to degrees.
-GEOGRAPHIC_EPSG = frozenset(
-    {4148, 4149, 4150, 4167, 4171, 4230, 4258, 4267, 4269, 4277, 4283, 4314, 4326, 4490, 4612, 4617, 4674}
-    | {4759, 4937, 4979, 6318, 6668, 7844}
-)
 
 #: Relative difference between a GeoTIFF's pixel size and real_width/real_height above which we warn.
 SCALE_TOLERANCE = 0.01
@@ -156,6 +157,12 @@ def detection_geojson(
     }
     out.update((name, body[name]) for name in DETECTION_MEMBERS if name in body)
     out["warnings"] = _scale_warnings(body, georef)
+    if georef is not None and georef.pixel_scale is None and georef.epsg in WEB_MERCATOR_EPSG:
+        out["warnings"].append(
+            f"EPSG:{georef.epsg} is Web Mercator, whose metres are not ground metres: the trees' ground metres "
+            "(real_width/real_height) were converted at each tree's latitude (about 1 / cos(latitude) Web "
+            "Mercator metres each); a projected CRS such as the UTM zone keeps metres as they are"
+        )
     return out
 
 
@@ -165,6 +172,8 @@ _Locate = Callable[[Mapping[str, Any]], tuple[float, float]]
 
 def _locator(georef: Georeference | None) -> tuple[_Locate, int]:
     """How to place a tree, and how many decimals its coordinates keep (a thousandth of a pixel or a mm)."""
+    if georef is not None and georef.pixel_scale is None and georef.epsg in WEB_MERCATOR_EPSG:
+        return _web_mercator_locator(georef), 3
     if georef is None or georef.pixel_scale is None:
         east, north = (0.0, 0.0) if georef is None else (georef.origin_easting, georef.origin_northing)
 
@@ -180,6 +189,26 @@ def _locator(georef: Georeference | None) -> tuple[_Locate, int]:
 
     finest = min(abs(sx), abs(sy))
     return by_pixels, max(3, min(12, 3 + math.ceil(-math.log10(finest))))
+
+
+def _web_mercator_locator(georef: Georeference) -> _Locate:
+    """Ground metres from the origin to Web Mercator metres, on its sphere, at each tree's own latitude.
+
+    Web Mercator stretches distances by 1 / cos(latitude) (1.56 at 50 degrees): adding ground metres to a Web
+    Mercator origin would put trees far too close together. A tree y metres south of the origin lies at
+    latitude lat0 - y / R; its northing is R ln tan(pi/4 + lat/2), and x metres east is x / cos(lat) easting.
+    """
+    radius = WEB_MERCATOR_RADIUS_M
+    lat0 = 2 * math.atan(math.exp(georef.origin_northing / radius)) - math.pi / 2
+
+    def by_ground_metres(tree: Mapping[str, Any]) -> tuple[float, float]:
+        lat = lat0 - _num(tree, "y") / radius
+        if abs(lat) >= math.radians(85.06):
+            raise InvalidGeoreferenceError("the image reaches past 85 degrees of latitude, outside Web Mercator")
+        northing = radius * math.log(math.tan(math.pi / 4 + lat / 2))
+        return georef.origin_easting + _num(tree, "x") / math.cos(lat), northing
+
+    return by_ground_metres
 
 
 def _num(tree: Mapping[str, Any], name: str) -> float:

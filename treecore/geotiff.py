@@ -21,7 +21,7 @@ from typing import Any
 
 from treecore.errors import InvalidGeoreferenceError, InvalidImageError
 from treecore.imageio import sniff_format
-from treecore.types import EPSG_RANGE, Georeference
+from treecore.types import EPSG_RANGE, GEOGRAPHIC_EPSG, Georeference
 
 PIXEL_SCALE_TAG = 33550
 TIEPOINT_TAG = 33922
@@ -102,7 +102,9 @@ def _from_tiepoint(
     if len(pixel_scale) < 2:
         raise InvalidGeoreferenceError("GeoTIFF ModelPixelScaleTag needs ScaleX and ScaleY")
     i, j, _, x, y, _ = tiepoints[:6]
-    sx, sy = pixel_scale[0], pixel_scale[1]
+    # A negative ScaleY is taken as positive (north up), as GDAL does by default (GTIFF_HONOUR_NEGATIVE_SCALEY):
+    # writers that store it negative almost always mean a north-up image, and QGIS shows it so.
+    sx, sy = pixel_scale[0], abs(pixel_scale[1])
     _check_scale(sx, sy)
     # Raster (I, J) lies at model (X, Y); easting grows by ScaleX per column, northing falls by ScaleY per row.
     return (x - (i - corner) * sx, y + (j - corner) * sy), (sx, sy)
@@ -129,8 +131,8 @@ def _check_scale(sx: float, sy: float) -> None:
 def _crs(keys: dict[int, int], epsg: int | None) -> tuple[int, bool]:
     projected, geographic = keys.get(PROJECTED_TYPE_KEY), keys.get(GEOGRAPHIC_TYPE_KEY)
     is_geographic = keys.get(MODEL_TYPE_KEY) == 2 or (projected is None and geographic is not None)
-    if epsg is not None:
-        return epsg, is_geographic
+    if epsg is not None:  # the client's code replaces the tags'; degrees if either says so
+        return epsg, is_geographic or epsg in GEOGRAPHIC_EPSG
     code = geographic if is_geographic else projected
     low, high = EPSG_RANGE
     if code is None or not low <= code <= high:

@@ -142,6 +142,17 @@ MAX_ORIGIN = 1e9
 #: GeoTIFF raster types (GTRasterTypeGeoKey): where a raster coordinate's integer values fall.
 RASTER_TYPES = ("PixelIsArea", "PixelIsPoint")
 
+#: EPSG codes of common geographic (degree) CRSs, refused with a form origin: metres cannot be added to degrees.
+GEOGRAPHIC_EPSG = frozenset(
+    {4148, 4149, 4150, 4167, 4171, 4230, 4258, 4267, 4269, 4277, 4283, 4314, 4326, 4490, 4612, 4617, 4674}
+    | {4759, 4937, 4979, 6318, 6668, 7844}
+)
+
+#: EPSG codes of Web Mercator, whose metres are ground metres only at the equator (1 / cos(latitude) of them).
+WEB_MERCATOR_EPSG = frozenset({3857, 3785})
+#: Semi-major axis of the sphere Web Mercator projects, metres.
+WEB_MERCATOR_RADIUS_M = 6_378_137.0
+
 
 def check_epsg(epsg: object) -> int:
     """An EPSG code checked for its type and range.

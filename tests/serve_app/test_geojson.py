@@ -75,6 +75,7 @@ def legacy(serve_url: str) -> dict[str, Any]:
 def test_legacy_answer_is_unchanged_without_the_new_fields(serve_url: str, legacy: dict[str, Any]) -> None:
     response = _post(serve_url, encode(SCENE), headers={"Accept": AXIOS_ACCEPT})
     assert response.headers["content-type"] == "application/json"
+    assert response.headers["vary"] == "Accept"  # caches keep the JSON and GeoJSON answers apart
     body = response.json()
     assert list(body) == LEGACY_KEYS and body["total_trees"] == len(DISCS)
     # Starlette's compact JSON of exactly the legacy dict: the same bytes as before this feature.
@@ -92,7 +93,7 @@ def test_geojson_in_a_crs_from_origin_and_epsg(serve_url: str, legacy: dict[str,
         epsg="32633",
     )
     assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == GEOJSON
+    assert response.headers["content-type"] == GEOJSON and response.headers["vary"] == "Accept"
     body = response.json()
     assert body["frame"] == "crs" and body["georeference"]["source"] == "form"
     crs, points, fields = read_with_gdal(response.content)

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from serve_app.settings import Settings
 from tests.serve_app.conftest import API_KEY, LEGACY_FORM, local_client
+from treecore.basemodels import DEFAULT_MODELS_DIR, list_models
 from treecore.detect import detect_trees
 from treecore.imageio import decode_image
 from treecore.report import result_to_dict
@@ -186,6 +187,21 @@ def test_tree_models_are_listed_and_served(client: TestClient) -> None:
     for bad in ("nope.obj", "tree_lowpoly.exe", "..%2F..%2Fetc%2Fpasswd", "%2e%2e.obj", ".hidden.obj"):
         response = client.get(f"/tree-models/{bad}")
         assert response.status_code == 404, bad
+
+
+def test_tree_models_without_blob_storage_are_the_packaged_ones(client: TestClient) -> None:
+    body = client.get("/tree-models").json()
+    assert [m["name"] for m in body["models"]] == list_models(DEFAULT_MODELS_DIR)  # unchanged: sorted, packaged
+    for model in body["models"]:
+        assert model == {
+            "name": model["name"],
+            "obj_url": f"http://testserver/tree-models/{model['name']}.obj",
+            "mtl_url": f"http://testserver/tree-models/{model['name']}.mtl",
+            "source": "package",
+        }
+    obj = client.get("/tree-models/tree_detailed.obj")
+    assert obj.content == (DEFAULT_MODELS_DIR / "tree_detailed.obj").read_bytes()
+    assert obj.headers["content-disposition"] == 'attachment; filename="tree_detailed.obj"'
 
 
 def test_download_refuses_path_tricks(client: TestClient) -> None:

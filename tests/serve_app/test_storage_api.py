@@ -178,3 +178,74 @@ def test_disk_full_is_503_and_leaves_no_temp_file(tmp_path: Path, monkeypatch: p
         assert "No space left on device" in response.json()["detail"]
         assert client.get("/health").status_code == 200
     assert list(folder.iterdir()) == []  # no half file, no temp file
+
+
+_FULL_DISK_CHILD = r"""
+import json, sys
+from pathlib import Path
+from fastapi.testclient import TestClient
+from serve_app.assembly import ModelBuilder
+from serve_app.ingress import create_app
+from serve_app.pipeline import LocalStages
+from serve_app.settings import Settings
+from serve_app.storage import LocalModelStore
+
+folder = Path(sys.argv[1]) / "models"
+settings = Settings(generated_models_dir=folder, large_model_threshold=1)
+stages = LocalStages(ModelBuilder(LocalModelStore(folder, "/download")), max_pixels=10**7)
+big = [{"x": 3.0 * (i % 40), "y": 3.0 * (i // 40), "diameter": 2.0} for i in range(2000)]
+with TestClient(create_app(settings, stages)) as client:
+    full = client.post("/generate-model", json={"trees": big})
+    left = sorted(p.name for p in folder.iterdir())
+    small = client.post("/generate-model", json={"trees": big[:3]})
+    download = client.get(small.json()["download_url"]) if small.status_code == 200 else None
+print(json.dumps({"full": [full.status_code, full.json()], "left": left, "small": small.status_code,
+                  "download": download.status_code if download else None,
+                  "health": client.get("/health").status_code}))
+"""
+
+
+def test_a_really_full_disk_is_503_and_leaves_nothing(tmp_path: Path) -> None:
+    """A real filesystem that fills up: a 256 KiB tmpfs, mounted in a user and mount namespace of a child."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("user namespaces are not available here (unshare -rm), so no tmpfs can be mounted")
+    script = tmp_path / "child.py"
+    script.write_text(_FULL_DISK_CHILD)
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(
+        [unshare, "-rm", "sh", "-c", 'mount -t tmpfs -o size=256k tmpfs "$1" && exec "$2" "$3" "$1"', "sh",
+         str(mount), sys.executable, str(script)],
+        capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    status, body = result["full"]
+    assert status == 503 and "No space left on device" in body["detail"], body
+    assert result["left"] == []  # no half-written scene and no temp file on the full disk
+    assert result["small"] == 200 and result["download"] == 200  # space is back: the next save works
+    assert result["health"] == 200
+
+
+def test_a_failed_mtl_takes_its_obj_back_out(tmp_path: Path) -> None:
+    from serve_app.storage import StorageError
+    from treecore.types import Tree
+
+    class NoMtl(LocalModelStore):
+        def save(self, name: str, parts: Any, *, content_type: str) -> Any:
+            if name.endswith(".mtl"):
+                raise StorageError("the MTL could not be written")
+            return super().save(name, parts, content_type=content_type)
+
+    folder = tmp_path / "models"
+    builder = ModelBuilder(NoMtl(folder, "/download"))
+    trees = [Tree(i + 1, 3.0 * i, 2.0, 2.0, 0, 0, 0) for i in range(30)]
+    with pytest.raises(StorageError, match="MTL"):
+        builder.build(trees, "tree_lowpoly", store=True, name="scene")
+    assert list(folder.iterdir()) == []  # no OBJ whose mtllib names a missing file

@@ -211,3 +211,37 @@ def test_any_detection_gives_valid_geojson_at_the_right_places(
             want = (east + tree["pixel_x"] * scale[0], north - tree["pixel_y"] * scale[1])
         assert easting == pytest.approx(want[0], abs=1e-3) and northing == pytest.approx(want[1], abs=1e-3)
         assert feature["properties"]["diameter_m"] == tree["diameter"]
+
+
+def test_web_mercator_origins_get_ground_metres_converted_at_each_latitude() -> None:
+    radius = 6_378_137.0
+    lat0 = math.radians(60.0)
+    north0 = radius * math.log(math.tan(math.pi / 4 + lat0 / 2))
+    trees = [
+        {"id": 1, "x": 1000.0, "y": 0.0, "pixel_x": 0.0, "pixel_y": 0.0},
+        {"id": 2, "x": 0.0, "y": 1000.0, "pixel_x": 0.0, "pixel_y": 0.0},
+    ]
+    out = detection_geojson({"trees": trees}, form_georeference(2_000_000.0, north0, 3857))
+    (e1, n1), (e2, n2) = (f["geometry"]["coordinates"] for f in out["features"])
+    assert (e1, n1) == (pytest.approx(2_000_000.0 + 2000.0, abs=1e-3), pytest.approx(north0, abs=1e-3))  # 1/cos 60
+    # 1 km south at 60 degrees is about 2 km of Web Mercator northing (the exact sphere value, checked by hand).
+    lat2 = lat0 - 1000.0 / radius
+    assert n2 == pytest.approx(radius * math.log(math.tan(math.pi / 4 + lat2 / 2)), abs=1e-3)
+    assert north0 - n2 == pytest.approx(2000.0, rel=2e-3) and e2 == pytest.approx(2_000_000.0)
+    assert any("Web Mercator" in w for w in out["warnings"])
+    # A UTM origin keeps metres as they are, with no such warning.
+    utm = detection_geojson({"trees": trees}, form_georeference(500_000.0, 6_650_000.0, 32633))
+    assert utm["features"][0]["geometry"]["coordinates"] == [501_000.0, 6_650_000.0] and utm["warnings"] == []
+
+
+def test_web_mercator_beyond_85_degrees_is_refused() -> None:
+    tree = {"id": 1, "x": 0.0, "y": 0.0, "pixel_x": 0.0, "pixel_y": 0.0}
+    with pytest.raises(InvalidGeoreferenceError, match="85 degrees"):
+        detection_geojson({"trees": [tree]}, form_georeference(0.0, 25_000_000.0, 3857))
+
+
+def test_epsg_naming_a_geographic_crs_for_a_keyless_geotiff_is_degrees(result: DetectionResult) -> None:
+    data = geotiff(np.full((40, 60, 3), 90, np.uint8), scale=(1e-5, 1e-5, 0.0), keys={})
+    georef = resolve_georeference(data, epsg=4326)
+    assert georef is not None and georef.geographic and georef.epsg == 4326
+    assert detection_geojson(result, georef)["warnings"] == []  # degrees are not compared with metres

@@ -195,3 +195,9 @@ def test_any_tiepoint_and_scale_round_trip(
     centre = 0.5 if point else 0.0
     assert georef.origin_easting + (i + centre) * sx == pytest.approx(x, abs=1e-6 * max(1.0, abs(x)))
     assert georef.origin_northing - (j + centre) * sy == pytest.approx(y, abs=1e-6 * max(1.0, abs(y)))
+
+
+def test_a_negative_scale_y_is_north_up_as_gdal_reads_it() -> None:
+    positive = read_geotiff_georeference(geotiff(IMAGE, scale=(0.5, 0.25, 0.0)))
+    negative = read_geotiff_georeference(geotiff(IMAGE, scale=(0.5, -0.25, 0.0)))
+    assert negative == positive

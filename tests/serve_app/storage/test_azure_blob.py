@@ -16,7 +16,8 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
-from serve_app.storage import SAS_LIFETIME_S, AzureModelStore, StorageError, blob_models
+from serve_app.errors import status_for
+from serve_app.storage import SAS_LIFETIME_S, AzureModelStore, ModelTooLargeError, StorageError, blob_models
 from tests.serve_app.azurite import ACCOUNT_KEY, Azurite
 from tests.serve_app.storage.conftest import FakeEntraCredential
 
@@ -228,11 +229,29 @@ def test_read_text_of_base_models(azurite: Azurite) -> None:
         store.read_text(models, "../custom.obj")
 
 
+def test_list_and_read_bytes_of_base_models(azurite: Azurite) -> None:
+    models = new_container()
+    store = AzureModelStore.from_connection_string(azurite.connection_string, new_container())
+    found = blob_models(store, models)
+    assert store.list_names(models) == [] and found.names() == []  # no container yet: nothing, not an error
+    admin(azurite).create_container(models)
+    binary = bytes(range(256))  # read as stored: no decoding
+    for name, data in (("b.obj", binary), ("a.mtl", b"newmtl x\n"), ("c/d.obj", b"v 0 0 0\n")):
+        admin(azurite).get_blob_client(models, name).upload_blob(data)
+    assert found.names() == ["a.mtl", "b.obj", "c/d.obj"] and store.list_names(models, limit=2) == ["a.mtl", "b.obj"]
+    assert found.read("b.obj") == binary and found.read("absent.obj") is None
+    with pytest.raises(ModelTooLargeError, match="has 256 bytes, more than 255"):
+        store.read_bytes(models, "b.obj", max_bytes=255)
+    assert status_for(ModelTooLargeError("x")) == 413 and status_for(StorageError("x")) == 503
+
+
 def test_read_text_with_azurite_stopped_is_unreachable(own_azurite: Azurite) -> None:
     store = AzureModelStore.from_connection_string(own_azurite.connection_string, new_container())
     own_azurite.stop()
     with pytest.raises(StorageError, match="unreachable"):
         store.read_text("tree-models", "custom.obj")
+    with pytest.raises(StorageError, match="unreachable"):
+        store.list_names("tree-models")
 
 
 # ---- Entra ID: Azurite with `--oauth basic` over HTTPS issues user delegation keys ----
