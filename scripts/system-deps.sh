@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian tools a test needs (as root); a no-op when they are present.
+# Installs the Debian tools a test needs (as root, or with passwordless sudo); a no-op when they are present.
 #   scripts/system-deps.sh            podman, buildah, debootstrap (the image build test)
 #   scripts/system-deps.sh chromium   chromium and a font (the browser test of the /ui page)
 set -euo pipefail
@@ -25,10 +25,16 @@ done
 if [ "${#need[@]}" -eq 0 ]; then
     exit 0
 fi
+# As root, or else through passwordless sudo (-n: fail at once rather than ask for a password).
+as_root=()
 if [ "$(id -u)" -ne 0 ]; then
-    echo "system-deps: missing ${need[*]}; run as root: apt-get install ${packages[*]}" >&2
-    exit 1
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        as_root=(sudo -n)
+    else
+        echo "system-deps: missing ${need[*]}; run as root (or with passwordless sudo):" \
+            "apt-get install ${packages[*]}" >&2
+        exit 1
+    fi
 fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+${as_root[@]+"${as_root[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null

@@ -15,7 +15,7 @@ UI_DIR = Path(__file__).parent / "static" / "ui"
 #: The URL prefix of the page; ApiKeyMiddleware leaves exactly this prefix open (the files hold no secrets).
 UI_PREFIX = "/ui"
 #: Only the page's own files run; the canvas draws the user's image from a blob: URL; the page calls only its own
-#: service (a SAS download_url is followed by navigation, which connect-src does not govern).
+#: service (a SAS download_url is a link the user follows: navigation, which connect-src does not govern).
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"

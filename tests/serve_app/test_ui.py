@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,15 +12,24 @@ import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from serve_app.middleware import OPEN_PREFIXES, ApiKeyMiddleware
 from serve_app.ui import CONTENT_SECURITY_POLICY, UI_DIR, UI_PREFIX
 from tests.serve_app.conftest import API_KEY, local_client
+from treecore.imageio import decode_image
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The bounds tests/tools/hsv_all_colours.js gives inRange.
 LOW, HIGH = (35, 40, 40), (85, 255, 255)
-PAGE_FILES = {"index.html": "text/html", "app.js": "javascript", "hsv.js": "javascript", "style.css": "text/css"}
+PAGE_FILES = {
+    "index.html": "text/html",
+    "app.js": "javascript",
+    "hsv.js": "javascript",
+    "orientation.js": "javascript",
+    "style.css": "text/css",
+}
+ORIENTATION = 0x0112
 
 
 @pytest.fixture
@@ -121,9 +132,7 @@ def test_exemption_is_root_path_aware(path: str, root_path: str, status: int) ->
 
 def test_hsv_js_equals_opencv_for_every_colour(tmp_path: Path) -> None:
     """The page's mask (hsv.js) converts all 2**24 RGB colours exactly as cv2.COLOR_RGB2HSV does."""
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail("node is needed (make test installs the npm tools with it)")
+    node = _node()
     out = tmp_path / "hsv.bin"
     done = subprocess.run(
         [node, str(ROOT / "tests/tools/hsv_all_colours.js"), str(UI_DIR / "hsv.js"), str(out)],
@@ -147,3 +156,90 @@ def test_readme_screenshot_is_there_and_small() -> None:
     # README and docs/ui.md show it; check-added-large-files would refuse a big one, 300 kB keeps clones light.
     shot = ROOT / "docs" / "ui-screenshot.png"
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size < 300_000
+
+
+def _node() -> str:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is needed (make test installs the npm tools with it)")
+    return node
+
+
+def _tagged(rgb: np.ndarray, fmt: str, orientation: int | None, *, big_endian: bool = False) -> bytes:
+    """The pixels as `fmt` (JPEG or PNG) with an EXIF orientation tag (none: no EXIF at all)."""
+    out = io.BytesIO()
+    if orientation is None:
+        Image.fromarray(rgb).save(out, fmt)
+        return out.getvalue()
+    exif = Image.Exif()
+    exif[ORIENTATION] = orientation
+    exif_bytes = exif.tobytes()  # big-endian ("MM") as Pillow writes it
+    if not big_endian:  # the same IFD in little-endian ("II"), as cameras write it
+        exif_bytes = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x01\x00\x12\x01\x03\x00\x01\x00\x00\x00"
+        exif_bytes += bytes([orientation, 0, 0, 0]) + b"\x00\x00\x00\x00"
+    Image.fromarray(rgb).save(out, fmt, exif=exif_bytes)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "orientation", "big_endian", "found"),
+    [
+        ("JPEG", 6, True, 6),
+        ("JPEG", 6, False, 6),
+        ("JPEG", 8, False, 8),
+        ("JPEG", 3, True, 3),
+        ("JPEG", 1, True, None),
+        ("JPEG", None, False, None),
+        ("PNG", 6, True, 6),
+        ("PNG", 5, False, 5),
+        ("PNG", None, False, None),
+    ],
+)
+def test_orientation_js_drops_the_exif_rotation_the_service_ignores(
+    tmp_path: Path, fmt: str, orientation: int | None, big_endian: bool, found: int | None
+) -> None:
+    """The page decodes a copy without the EXIF orientation (orientation.js): the pixels the service decodes."""
+    rgb = np.zeros((100, 300, 3), np.uint8)
+    rgb[:, :50] = (200, 30, 30)
+    rgb[:20, :] = (30, 200, 30)
+    data = _tagged(rgb, fmt, orientation, big_endian=big_endian)
+    if orientation is not None:
+        assert Image.open(io.BytesIO(data)).getexif().get(ORIENTATION) == orientation
+    source, copy = tmp_path / "in", tmp_path / "out"
+    source.write_bytes(data)
+    done = subprocess.run(
+        [_node(), str(ROOT / "tests/tools/orientation_check.js"), str(UI_DIR / "orientation.js"), source, copy],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["orientation"] == found
+    out = copy.read_bytes()
+    if found is None:
+        assert out == data  # nothing to drop: the file as it is
+        return
+    # The copy has no rotation left (Pillow, like a browser, reads the tag), and the same pixels for the service.
+    assert Image.open(io.BytesIO(out)).getexif().get(ORIENTATION, 1) == 1
+    assert np.array_equal(decode_image(out, max_pixels=10**6), decode_image(data, max_pixels=10**6))
+    assert decode_image(data, max_pixels=10**6).shape == (100, 300, 3)  # the service ignores the tag
+    if fmt == "PNG":
+        assert b"eXIf" not in out and len(out) < len(data)
+    else:
+        assert len(out) == len(data)  # one value rewritten in place
+
+
+def test_orientation_js_leaves_other_files_alone(tmp_path: Path) -> None:
+    tiff = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tiff, "TIFF")
+    truncated = _tagged(np.zeros((8, 8, 3), np.uint8), "JPEG", 6)[:30]
+    cases = {"tiff": tiff.getvalue(), "truncated": truncated, "empty": b"", "junk": b"\xff\xd8\xff" + b"\xff" * 10}
+    args: list[str | Path] = [_node(), ROOT / "tests/tools/orientation_check.js", UI_DIR / "orientation.js"]
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        args += [tmp_path / name, tmp_path / f"{name}.out"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert [r["orientation"] for r in json.loads(done.stdout)] == [None] * len(cases)
+    for name, data in cases.items():
+        assert (tmp_path / f"{name}.out").read_bytes() == data, name

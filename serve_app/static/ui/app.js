@@ -3,8 +3,9 @@
  *
  * Every URL is relative to the page (…/ui/), so the page works under any route prefix. State for tests and
  * scripts sits on <body>: data-state (empty | busy | done | error | cancelled), data-count (trees shown),
- * data-done (detections finished so far), data-params (the parameters of the last one, JSON), data-round-trip-ms
- * and data-mask-pixels (vegetation pixels of the mask drawn).
+ * data-done (detections finished so far), data-params (the parameters of the last one, JSON), data-round-trip-ms,
+ * data-mask-pixels (vegetation pixels of the mask drawn) and data-image-size ("WxH": the pixel frame drawn, the
+ * service's).
  */
 (function () {
   "use strict";
@@ -19,6 +20,7 @@
   const JOB_BYTES = 64 * 1024 * 1024; // the same for an image the browser cannot decode (TIFF), by its size
   const MASK_MAX_PIXELS = 16_777_216; // the mask is computed on at most this many pixels (scaled down above)
   const MASK_RGBA = 0x73ff00ff; // vegetation in the mask: magenta at 45 % (RGBA bytes, little-endian word)
+  const CROWN_COLOUR = "#ffd400"; // the crowns' stroke (over a wider dark one); the browser test looks for it
   const API = new URL("../", document.baseURI); // the service's root, whatever prefix it is served under
 
   const $ = (id) => document.getElementById(id);
@@ -32,7 +34,13 @@
     size: null, // [width, height] pixels (from the bitmap, or from the service's answer)
     planes: null, // H, S, V planes of the (possibly scaled) pixels, for the mask
     maskCanvas: null, // the mask, drawn scaled over the image
+    maskImage: null, // its pixels (ImageData, up to 64 MB)
     maskSize: null,
+    orientation: 1, // the EXIF orientation the file has (ignored, as the service does)
+    frameWarning: "", // set when the browser's pixel frame is not the service's (the image is then not shown)
+    userJobs: false, // the user's own choice of "Run as a background job" (a large image overrides it)
+    generating: false, // a 3D model is being generated: its buttons stay disabled
+    stored: null, // the stored scene linked under the 3D buttons: {href, sameService, filename, expiresAt}
     result: null, // the last detection shown
     seq: 0, // detections started; an answer to an older one is dropped
     inflight: null, // AbortController of the running detection
@@ -160,30 +168,48 @@
 
   function sleep(ms, signal) {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(resolve, ms);
-      signal.addEventListener("abort", () => {
+      const onAbort = () => {
         clearTimeout(timer);
         reject(new DOMException("aborted", "AbortError"));
-      }, { once: true });
+      };
+      const timer = setTimeout(() => {
+        signal.removeEventListener("abort", onAbort); // one poll, one listener: none is left behind
+        resolve();
+      }, ms);
+      if (signal.aborted) onAbort();
+      else signal.addEventListener("abort", onAbort, { once: true });
     });
   }
 
   // POST with upload progress (fetch has none): a large image can take a while to send.
+  // Aborted while uploading, the request is dropped (the service makes nothing). Once the upload is complete the
+  // service may already have made the job, so the request runs on to its answer: the caller checks
+  // signal.aborted and deletes what was made.
   function postWithProgress(path, data, signal, onProgress) {
     return new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
+      const onAbort = () => xhr.abort();
+      const settle = (fn, value) => {
+        signal.removeEventListener("abort", onAbort);
+        fn(value);
+      };
       xhr.open("POST", apiUrl(path));
       for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
       xhr.responseType = "json";
       xhr.upload.onprogress = (e) => e.lengthComputable && onProgress(e.loaded / e.total);
+      xhr.upload.onload = () => signal.removeEventListener("abort", onAbort);
       xhr.onload = () => {
         const json = xhr.response || {};
-        if (xhr.status >= 200 && xhr.status < 300) resolve(json);
-        else reject(new ApiError(xhr.status, formatDetail(json.detail) || xhr.statusText));
+        if (xhr.status >= 200 && xhr.status < 300) settle(resolve, json);
+        else settle(reject, new ApiError(xhr.status, formatDetail(json.detail) || xhr.statusText));
       };
-      xhr.onerror = () => reject(new TypeError("network error"));
-      xhr.onabort = () => reject(new DOMException("aborted", "AbortError"));
-      signal.addEventListener("abort", () => xhr.abort(), { once: true });
+      xhr.onerror = () => settle(reject, new TypeError("network error"));
+      xhr.onabort = () => settle(reject, new DOMException("aborted", "AbortError"));
+      if (signal.aborted) {
+        reject(new DOMException("aborted", "AbortError"));
+        return;
+      }
+      signal.addEventListener("abort", onAbort, { once: true });
       xhr.send(data);
     });
   }
@@ -206,6 +232,11 @@
     );
     const jobPath = "jobs/" + encodeURIComponent(created.id);
     const cancel = () => fetch(apiUrl(jobPath), { method: "DELETE", headers: authHeaders() }).catch(() => {});
+    if (signal.aborted) {
+      // Cancelled (or replaced) after the upload, before the answer: the job exists, and nobody will poll it.
+      cancel();
+      throw new DOMException("aborted", "AbortError");
+    }
     signal.addEventListener("abort", cancel, { once: true });
     let wait = 200;
     for (;;) {
@@ -213,10 +244,10 @@
       wait = Math.min(wait * 1.5, 1000);
       const job = await (await apiFetch(jobPath, { signal })).json();
       const p = job.progress || {};
-      if (job.state === "succeeded") {
-        signal.removeEventListener("abort", cancel);
-        return job.result && job.result.detection ? job.result.detection : job.result;
+      if (job.state === "succeeded" || job.state === "failed" || job.state === "cancelled") {
+        signal.removeEventListener("abort", cancel); // finished: nothing to cancel any more
       }
+      if (job.state === "succeeded") return job.result && job.result.detection ? job.result.detection : job.result;
       if (job.state === "failed") {
         const err = job.error || {};
         throw new ApiError(err.status || 500, formatDetail(err.detail) || "the job failed");
@@ -266,7 +297,7 @@
       const roundTrip = performance.now() - started;
       state.result = result;
       state.resultParams = params;
-      if (!state.size) state.size = [result.image_width, result.image_height];
+      checkFrame(result);
       showError(null);
       draw();
       showStats(result, roundTrip);
@@ -319,21 +350,40 @@
     if (state.inflight) state.inflight.abort();
     state.seq++;
     if (state.bitmap) state.bitmap.close(); // frees the previous image's pixels now, not at the next GC
-    Object.assign(state, { file, bitmap: null, size: null, planes: null, maskCanvas: null, result: null });
+    Object.assign(state, {
+      file,
+      bitmap: null,
+      size: null,
+      planes: null,
+      maskCanvas: null,
+      maskImage: null,
+      maskSize: null,
+      result: null,
+      orientation: 1,
+      frameWarning: "",
+    });
+    clearStored();
     body.dataset.count = "";
     body.dataset.maskPixels = "";
+    body.dataset.imageSize = "";
     $("count").textContent = "–";
     $("timing").textContent = "";
     showError(null);
     $("drop-text").textContent = `${file.name} (${bytes(file.size)})`;
     let bitmap = null;
+    let orientation = 1;
     try {
-      // As the service reads it: no EXIF rotation, no colour profile (OpenCV's IMREAD_UNCHANGED ignores both).
-      bitmap = await createImageBitmap(file, {
-        imageOrientation: "none",
-        colorSpaceConversion: "none",
-        premultiplyAlpha: "none",
-      });
+      // As the service reads it (OpenCV's IMREAD_UNCHANGED): no EXIF rotation, no colour profile. Browsers rotate
+      // by the EXIF orientation whatever createImageBitmap is told, so they get a copy without the tag.
+      const head = new Uint8Array(await file.slice(0, TreeOrientation.HEAD_BYTES).arrayBuffer());
+      const patch = TreeOrientation.unrotated(head);
+      let source = file;
+      if (patch) {
+        orientation = patch.orientation;
+        const part = (p) => (Array.isArray(p) ? file.slice(p[0], p[1] === null ? undefined : p[1]) : p);
+        source = new Blob(patch.parts.map(part), { type: file.type });
+      }
+      bitmap = await createImageBitmap(source, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
     } catch (_) {
       // TIFF, or a file the browser cannot read: the service may still read it
     }
@@ -342,14 +392,42 @@
       return;
     }
     state.bitmap = bitmap;
+    state.orientation = orientation;
     state.size = bitmap ? [bitmap.width, bitmap.height] : null;
+    body.dataset.imageSize = state.size ? state.size.join("x") : "";
     const pixels = state.size ? state.size[0] * state.size[1] : 0;
-    $("use_jobs").checked = pixels > JOB_PIXELS || (!state.size && file.size > JOB_BYTES) || $("use_jobs").checked;
+    chooseJobs(pixels > JOB_PIXELS ? "over 16 MP" : !state.size && file.size > JOB_BYTES ? "over 64 MB" : "");
     if (state.bitmap) computePlanes();
     setState("busy");
     updateImageInfo();
     draw();
     scheduleDetect(0);
+  }
+
+  // "Run as a background job" is the user's; an image above 16 MP (or a large file the browser cannot read) turns
+  // it on for that image only, and says why (`large`: the reason, "" for none). The next image starts from the
+  // user's own choice again.
+  function chooseJobs(large) {
+    $("use_jobs").checked = Boolean(large) || state.userJobs;
+    $("jobs-note").textContent = large ? `On for this image (${large}), to show its progress.` : "";
+  }
+
+  // The crowns are in the pixel frame the service decoded. Should the browser's frame differ (a rotation it applied
+  // that the page could not undo), the image is dropped: the crowns go on a blank canvas of the service's size.
+  function checkFrame(result) {
+    const frame = [result.image_width, result.image_height];
+    if (!frame.every(Number.isFinite)) return; // no size in the answer: nothing to compare, nothing to draw on
+    if (state.size && state.bitmap && (state.size[0] !== frame[0] || state.size[1] !== frame[1])) {
+      state.frameWarning =
+        `The browser decoded this image as ${state.size.join(" × ")} px, the service as ${frame.join(" × ")} px ` +
+        "(a rotation?): the crowns are drawn on a blank canvas, in the service's frame.";
+      state.bitmap.close();
+      Object.assign(state, { bitmap: null, planes: null, maskCanvas: null, maskImage: null, maskSize: null });
+      $("mask-info").textContent = "";
+    }
+    if (!state.bitmap) state.size = frame;
+    body.dataset.imageSize = state.size.join("x");
+    updateImageInfo();
   }
 
   function computePlanes() {
@@ -401,7 +479,12 @@
       return;
     }
     const p = readParams();
-    if (!state.size) {
+    info.classList.toggle("warn", Boolean(state.frameWarning));
+    if (state.frameWarning) {
+      info.textContent = state.frameWarning;
+      return;
+    }
+    if (!state.bitmap && !state.size) {
       info.textContent = "This browser cannot show this image (TIFF?): the crowns are drawn on a blank canvas.";
       return;
     }
@@ -409,7 +492,13 @@
     const mx = p.real_width / w;
     const my = p.real_height / h;
     const scale = Number.isFinite(mx) && Number.isFinite(my) ? ` · ${mx.toPrecision(3)} × ${my.toPrecision(3)} m/px` : "";
-    info.textContent = `${w.toLocaleString("en")} × ${h.toLocaleString("en")} px (${((w * h) / 1e6).toFixed(1)} MP)${scale}`;
+    let text = `${w.toLocaleString("en")} × ${h.toLocaleString("en")} px (${((w * h) / 1e6).toFixed(1)} MP)${scale}`;
+    if (!state.bitmap) text += ". This browser cannot show this image (TIFF?): the crowns are drawn on a blank canvas.";
+    else if (state.orientation !== 1) {
+      text += `. Shown as stored, not turned by its EXIF orientation (${state.orientation}):`;
+      text += " the service ignores it too.";
+    }
+    info.textContent = text;
   }
 
   // ---- drawing --------------------------------------------------------------------------------------------------
@@ -450,18 +539,19 @@
     if (state.maskCanvas && $("show_mask").checked) ctx.drawImage(state.maskCanvas, 0, 0, w, h);
     const trees = state.result ? state.result.trees : [];
     if (trees.length) {
-      // Pixel i covers [i, i + 1): a centre at pixel coordinate c is drawn at c + 0.5.
+      // Both the service and the canvas (in image pixels, set above) put pixel i at [i, i + 1): its centre is
+      // i + 0.5 in pixel_x, pixel_y as here, so a crown is drawn at (pixel_x, pixel_y) as it is.
       const path = new Path2D();
       for (const t of trees) {
         const r = Math.max(t.pixel_diameter / 2, 0.5);
-        path.moveTo(t.pixel_x + 0.5 + r, t.pixel_y + 0.5);
-        path.arc(t.pixel_x + 0.5, t.pixel_y + 0.5, r, 0, 2 * Math.PI);
+        path.moveTo(t.pixel_x + r, t.pixel_y);
+        path.arc(t.pixel_x, t.pixel_y, r, 0, 2 * Math.PI);
       }
       ctx.lineWidth = 3.5 / scale;
       ctx.strokeStyle = "rgba(0, 0, 0, 0.7)";
       ctx.stroke(path);
       ctx.lineWidth = 1.75 / scale;
-      ctx.strokeStyle = "#ffd400";
+      ctx.strokeStyle = CROWN_COLOUR;
       ctx.stroke(path);
     }
   }
@@ -474,7 +564,7 @@
     let best = null;
     let bestD = Infinity;
     for (const t of state.result.trees) {
-      const d = Math.hypot(t.pixel_x + 0.5 - x, t.pixel_y + 0.5 - y);
+      const d = Math.hypot(t.pixel_x - x, t.pixel_y - y); // x, y: in the canvas's image pixels, as pixel_x
       if (d <= Math.max(t.pixel_diameter / 2, 3 / state.view.scale) && d < bestD) {
         best = t;
         bestD = d;
@@ -544,13 +634,102 @@
     return match ? match[1] : fallback;
   }
 
+  // Where a stored scene's download_url points. A URL of the page's host under the service's own prefix
+  // (…/download/name.zip) is this service, even when its scheme is not the page's (behind a TLS proxy url_for may say
+  // http://) or its prefix is missing (a proxy that strips it): it is fetched here, relative to the page, with the
+  // API key. Anything else (a signed storage URL) needs no key and is opened as it is.
+  function storedTarget(downloadUrl) {
+    const url = new URL(downloadUrl, API);
+    if (url.origin === location.origin || url.host === location.host) {
+      let rest = null;
+      if (url.pathname.startsWith(API.pathname)) rest = url.pathname.slice(API.pathname.length);
+      else {
+        const tail = /\/(download\/[^/]+)$/.exec(url.pathname);
+        if (tail) rest = tail[1];
+      }
+      // "./": the rest is a path, never read as a scheme
+      if (rest !== null) return { href: new URL("./" + rest + url.search, API).href, sameService: true };
+    }
+    return { href: url.href, sameService: false };
+  }
+
+  function clearStored() {
+    state.stored = null;
+    $("stored").hidden = true;
+    $("stored-link").removeAttribute("href");
+    $("stored-link").textContent = "";
+    $("stored-info").textContent = "";
+  }
+
+  // "valid for 45 min, until 14:05", "valid for 24 h, until 2 Dec, 14:05"
+  function validity(seconds, until) {
+    const minutes = Math.max(1, Math.round(seconds / 60));
+    let span = `${minutes} min`;
+    if (minutes >= 2880) span = `${Math.round(minutes / 1440)} days`;
+    else if (minutes >= 120) span = `${Math.round(minutes / 60)} h`;
+    const time = until.toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit" });
+    const today = until.toDateString() === new Date().toDateString();
+    const day = today ? "" : `${until.toLocaleDateString("en-GB", { day: "numeric", month: "short" })}, `;
+    return `valid for ${span}, until ${day}${time}`;
+  }
+
+  // A stored scene: a real link the user clicks (a download started by the page itself after a long wait may be
+  // blocked as a pop-up), with the file's name, size and how long the link lasts.
+  function showStored(stored) {
+    const target = storedTarget(stored.download_url);
+    const expiresAt = stored.expires_in ? Date.now() + stored.expires_in * 1000 : null;
+    state.stored = { ...target, filename: stored.filename, expiresAt };
+    const link = $("stored-link");
+    link.href = target.href;
+    link.textContent = stored.filename;
+    if (target.sameService) {
+      link.download = stored.filename;
+      link.removeAttribute("target");
+      link.removeAttribute("rel");
+    } else {
+      link.removeAttribute("download"); // ignored across origins anyway: the storage names the file
+      link.target = "_blank";
+      link.rel = "noopener noreferrer";
+    }
+    const size = `${Number(stored.filesize_mb).toLocaleString("en")} MB`;
+    const expiry = expiresAt ? validity(stored.expires_in, new Date(expiresAt)) : "no expiry";
+    $("stored-info").textContent = `(${size}; ${expiry})`;
+    $("stored").hidden = false;
+  }
+
+  async function downloadStored(event) {
+    const stored = state.stored;
+    if (!stored) return;
+    if (stored.expiresAt && Date.now() > stored.expiresAt) {
+      event.preventDefault();
+      $("action-msg").textContent = "The link has expired: generate the scene again.";
+      return;
+    }
+    if (!stored.sameService) return; // the browser follows the link (a new tab, or the download)
+    event.preventDefault(); // the service may need the API key, which a plain link cannot send
+    const msg = $("action-msg");
+    msg.textContent = `Downloading ${stored.filename}…`;
+    try {
+      const response = await apiFetch(stored.href);
+      const blob = await response.blob();
+      saveBlob(blob, stored.filename);
+      msg.textContent = `Downloaded ${stored.filename} (${bytes(blob.size)}).`;
+      showError(null);
+    } catch (error) {
+      msg.textContent = "";
+      showError(error);
+    }
+  }
+
   async function generate(format) {
     const result = state.result;
-    if (!result) return;
+    if (!result || state.generating) return;
     const label = format === "glb" ? "GLB" : "OBJ (zip)";
     const msg = $("action-msg");
     msg.textContent = `Generating the ${label} scene of ${result.total_trees.toLocaleString("en")} trees…`;
-    setButtons(false);
+    clearStored();
+    state.generating = true;
+    updateButtons();
     try {
       const query = new URLSearchParams({ format, base_model: $("base_model").value });
       const response = await apiFetch(`generate-model?${query}`, {
@@ -560,20 +739,11 @@
       });
       const type = response.headers.get("content-type") || "";
       if (type.startsWith("application/json")) {
-        // Above the service's threshold the scene is stored and linked.
+        // Above the service's LARGE_MODEL_THRESHOLD the scene is stored: a link to it, for the user to click.
         const stored = await response.json();
-        const url = new URL(stored.download_url, API);
-        if (url.origin === location.origin) {
-          const file = await apiFetch(url.href);
-          saveBlob(await file.blob(), stored.filename);
-        } else {
-          const link = document.createElement("a"); // a signed URL of the storage: it needs no key
-          link.href = url.href;
-          link.rel = "noopener";
-          link.target = "_blank";
-          link.click();
-        }
-        msg.textContent = `${stored.message} (${stored.filesize_mb} MB)`;
+        showStored(stored);
+        const trees = Number(stored.total_trees).toLocaleString("en");
+        msg.textContent = `The scene of ${trees} trees is too large to send at once: it was stored. Download it:`;
       } else {
         const blob = await response.blob();
         const name = filenameOf(response, `trees.${format}`);
@@ -585,16 +755,14 @@
       msg.textContent = "";
       showError(error);
     } finally {
+      state.generating = false;
       updateButtons();
     }
   }
 
-  function setButtons(enabled) {
-    for (const id of ["gen-zip", "gen-glb"]) $(id).disabled = !enabled;
-  }
-
   function updateButtons() {
-    setButtons(Boolean(state.result));
+    const enabled = Boolean(state.result) && !state.generating; // one scene at a time
+    for (const id of ["gen-zip", "gen-glb"]) $(id).disabled = !enabled;
     $("copy-curl").disabled = !state.file;
     $("copy-json").disabled = false;
   }
@@ -647,7 +815,12 @@
       state.maskDirty = true;
       draw();
     });
-    $("use_jobs").addEventListener("change", () => scheduleDetect(0));
+    $("use_jobs").addEventListener("change", () => {
+      state.userJobs = $("use_jobs").checked;
+      $("jobs-note").textContent = "";
+      scheduleDetect(0);
+    });
+    $("stored-link").addEventListener("click", downloadStored);
     let keyTimer = 0;
     $("api_key").addEventListener("input", () => {
       sessionStorage.setItem("tree-detection-api-key", apiKey());
