@@ -45,7 +45,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     GENERATED_MODELS_DIR=/tmp/generated_models \
     MALLOC_MMAP_THRESHOLD_=1048576 \
-    MALLOC_ARENA_MAX=2
+    MALLOC_ARENA_MAX=2 \
+    MALLOC_TRIM_THRESHOLD_=33554432
 USER 1000:100
 EXPOSE 8000 8265 6379 10001
 # KubeRay ignores HEALTHCHECK (it adds its own probes); this serves `podman run`/`docker run` of the image.

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 export GENERATED_MODELS_DIR="${GENERATED_MODELS_DIR:-$PWD/generated_models}"
 export RAY_USAGE_STATS_ENABLED=0
 # The same glibc malloc settings serve_config.yaml gives the replicas, for Ray's own processes (the HTTP proxy).
-export MALLOC_MMAP_THRESHOLD_=1048576 MALLOC_ARENA_MAX=2
+export MALLOC_MMAP_THRESHOLD_=1048576 MALLOC_ARENA_MAX=2 MALLOC_TRIM_THRESHOLD_=33554432
 mkdir -p "$GENERATED_MODELS_DIR"
 cpus="${RAY_NUM_CPUS:-$(nproc)}"
 store="${RAY_OBJECT_STORE_BYTES:-2000000000}"

@@ -83,4 +83,13 @@ def test_large_uploads_do_not_ratchet_the_ingress_heap(serve_url: str) -> None:
         warm_mb = _private_mb(ingress)
         assert list(pool.map(post, range(8))) == [200] * 8
     after_mb = _private_mb(ingress)
+    print(f"ingress heap {warm_mb:.0f} MB -> {after_mb:.0f} MB")
     assert after_mb - warm_mb < MAX_GROWTH_MB, f"ingress heap {warm_mb:.0f} MB -> {after_mb:.0f} MB"
+
+
+def test_the_image_and_make_run_give_ray_the_same_malloc_settings() -> None:
+    root = Path(__file__).resolve().parents[2]
+    dockerfile, run_local = (root / "Dockerfile").read_text(), (root / "scripts" / "run-local.sh").read_text()
+    for key, value in serve_config_env_vars().items():
+        assert f"{key}={value}" in dockerfile, f"Dockerfile ENV lacks {key}={value}"
+        assert f"{key}={value}" in run_local, f"scripts/run-local.sh lacks {key}={value}"
