@@ -412,20 +412,38 @@ def create_app(
         request: Request,
         params: Params,
         image: ImageFile,
+        output: Annotated[OutputOptions, Depends(output_options)],
         kind: Annotated[Literal["detect", "detect-and-generate"], Form()] = "detect",
         base_model: Annotated[str, Form()] = DEFAULT_MODEL,
     ) -> dict[str, Any]:
-        """Start a detection (or detection then a stored 3D model) in the background; poll GET /jobs/{id}."""
+        """Start a detection (or detection then a stored 3D model) in the background; poll GET /jobs/{id}.
+
+        With format=geojson (and optionally origin_easting, origin_northing, epsg) the job's detection is GeoJSON,
+        as /detect-trees gives it; the georeference is checked now, before the job starts.
+        """
         data = await read_image(image)
         base = check_model_name(base_model)
+        geojson = output.geojson(None)  # the answer here is the job's id: only `format` chooses the result's form
+        if output.georeferenced() and not geojson:
+            raise InvalidGeoreferenceError(
+                "origin_easting, origin_northing and epsg place the GeoJSON output: add format=geojson"
+            )
+        georef = (
+            resolve_georeference(
+                data, origin_easting=output.origin_easting, origin_northing=output.origin_northing, epsg=output.epsg
+            )
+            if geojson
+            else None
+        )
 
         async def work(progress: Progress) -> dict[str, Any]:
             detection = await run_detection(data, params, progress)
+            shown = detection_geojson(detection, georef) if geojson else detection
             if kind == "detect":
-                return detection
+                return shown
             stored, total = await build_model(detection, base, progress, force_store=True)
             assert isinstance(stored, StoredModel)  # force_store: always stored
-            return {"detection": detection, "model": stored_body(request, stored, total)}
+            return {"detection": shown, "model": stored_body(request, stored, total)}
 
         job = jobs.submit(kind, work)
         return {"id": job.id, "state": job.state, "status_url": str(request.url_for("get_job", job_id=job.id))}

@@ -86,7 +86,9 @@ class JobResponse(BaseModel):
     created_at: float = Field(description="epoch seconds")
     finished_at: float | None = None
     result: dict[str, Any] | None = Field(
-        None, description='detect: the /detect-trees response; detect-and-generate: {"detection", "model"}'
+        None,
+        description="detect: the /detect-trees response (GeoJSON with format=geojson); detect-and-generate: "
+        '{"detection", "model"}',
     )
     error: dict[str, Any] | None = Field(None, description='{"status", "detail"}')
 

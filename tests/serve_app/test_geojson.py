@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from typing import Any
 
 import httpx
@@ -180,3 +181,39 @@ def test_openapi_documents_both_media_types_and_answers_match(serve_url: str) ->
         response = _post(serve_url, image, format="geojson", **fields)
         assert response.status_code == 200, response.text
         validator.validate(response.json())
+
+
+def _finished_job(url: str, status_url: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job = httpx.get(status_url, timeout=30).json()
+        if job["state"] not in ("queued", "running"):
+            return dict(job)
+        time.sleep(0.2)
+    raise AssertionError(f"job {status_url} did not finish in 120 s")
+
+
+def test_a_detect_job_gives_the_same_geojson(serve_url: str, legacy: dict[str, Any]) -> None:
+    created = httpx.post(
+        f"{serve_url}/jobs",
+        files={"image": ("tile.png", encode(SCENE), "image/png")},
+        data={**FORM, "format": "geojson", "origin_easting": str(EAST), "origin_northing": str(NORTH), "epsg": "32633"},
+        timeout=120,
+    )
+    assert created.status_code == 202, created.text
+    job = _finished_job(serve_url, created.json()["status_url"])
+    assert job["state"] == "succeeded", job
+    crs, points, _ = read_with_gdal(json.dumps(job["result"]).encode())
+    assert crs == "EPSG:32633" and len(points) == legacy["total_trees"]
+    for tree in legacy["trees"]:
+        assert points[tree["id"]] == (pytest.approx(EAST + tree["x"]), pytest.approx(NORTH - tree["y"]))
+
+
+def test_a_job_with_a_bad_georeference_is_refused_before_it_starts(serve_url: str) -> None:
+    files = {"image": ("tile.png", encode(SCENE), "image/png")}
+    no_format = httpx.post(f"{serve_url}/jobs", files=files, data={**FORM, "epsg": "32633"}, timeout=120)
+    assert no_format.status_code == 422 and "format=geojson" in no_format.json()["detail"]
+    half = httpx.post(
+        f"{serve_url}/jobs", files=files, data={**FORM, "format": "geojson", "origin_easting": "1"}, timeout=120
+    )
+    assert half.status_code == 422 and "origin_northing is missing" in half.json()["detail"]
