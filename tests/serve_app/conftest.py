@@ -87,6 +87,20 @@ def serve_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     }
 
 
+def wait_job(status_url: str, timeout: float = 120) -> dict[str, Any]:
+    """Poll a job until it ends; its last state, with "seen": the (stage, tiles_done) pairs seen on the way."""
+    deadline = time.monotonic() + timeout
+    seen_progress = set()
+    while time.monotonic() < deadline:
+        job = httpx.get(status_url, timeout=10).json()
+        seen_progress.add((job["stage"], job["progress"]["tiles_done"]))
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            job["seen"] = seen_progress
+            return dict(job)
+        time.sleep(0.05)
+    raise AssertionError(f"job did not finish in {timeout} s")
+
+
 @pytest.fixture(scope="session")
 def serve_url(serve_env: dict[str, str]) -> Iterator[str]:
     """One real local Ray Serve for the session: the app at /, the same app with API_KEY at /secured.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import struct
-import time
 from typing import Any
 
 import httpx
@@ -12,7 +11,7 @@ import jsonschema
 import pyogrio.raw
 import pytest
 
-from tests.serve_app.conftest import LEGACY_FORM
+from tests.serve_app.conftest import LEGACY_FORM, wait_job
 from tests.treecore.conftest import Disc, draw_scene, encode, geotiff
 
 pytestmark = pytest.mark.serve
@@ -183,16 +182,6 @@ def test_openapi_documents_both_media_types_and_answers_match(serve_url: str) ->
         validator.validate(response.json())
 
 
-def _finished_job(url: str, status_url: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        job = httpx.get(status_url, timeout=30).json()
-        if job["state"] not in ("queued", "running"):
-            return dict(job)
-        time.sleep(0.2)
-    raise AssertionError(f"job {status_url} did not finish in 120 s")
-
-
 def test_a_detect_job_gives_the_same_geojson(serve_url: str, legacy: dict[str, Any]) -> None:
     created = httpx.post(
         f"{serve_url}/jobs",
@@ -201,7 +190,7 @@ def test_a_detect_job_gives_the_same_geojson(serve_url: str, legacy: dict[str, A
         timeout=120,
     )
     assert created.status_code == 202, created.text
-    job = _finished_job(serve_url, created.json()["status_url"])
+    job = wait_job(created.json()["status_url"])
     assert job["state"] == "succeeded", job
     crs, points, _ = read_with_gdal(json.dumps(job["result"]).encode())
     assert crs == "EPSG:32633" and len(points) == legacy["total_trees"]

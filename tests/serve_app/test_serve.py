@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import cv2
 import httpx
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from scripts.make_sample import make_scene
-from tests.serve_app.conftest import API_KEY, LEGACY_FORM
+from tests.serve_app.conftest import API_KEY, LEGACY_FORM, wait_job
 from treecore.detect import detect_trees
 from treecore.imageio import decode_image
 from treecore.report import result_to_dict
@@ -24,19 +23,6 @@ pytestmark = pytest.mark.serve
 def _detect(url: str, png: bytes, timeout: float = 120, **form: str) -> httpx.Response:
     files = {"image": ("tile.png", png, "image/png")}
     return httpx.post(f"{url}/detect-trees", files=files, data={**LEGACY_FORM, **form}, timeout=timeout)
-
-
-def _wait_job(url: str, status_url: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    seen_progress = set()
-    while time.monotonic() < deadline:
-        job = httpx.get(status_url, timeout=10).json()
-        seen_progress.add((job["stage"], job["progress"]["tiles_done"]))
-        if job["state"] in ("succeeded", "failed", "cancelled"):
-            job["seen"] = seen_progress
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job did not finish in {timeout} s")
 
 
 def test_health_info_and_docs(serve_url: str) -> None:
@@ -114,7 +100,7 @@ def test_job_reports_progress_to_completion(serve_url: str) -> None:
     form = {**LEGACY_FORM, "kind": "detect-and-generate", "real_width": "200", "real_height": "200"}
     created = httpx.post(f"{serve_url}/jobs", files=files, data=form, timeout=60)
     assert created.status_code == 202, created.text
-    job = _wait_job(serve_url, created.json()["status_url"])
+    job = wait_job(created.json()["status_url"])
     assert job["state"] == "succeeded", job
     progress = job["progress"]
     assert progress["tiles_done"] == progress["tiles_total"] == 2
@@ -176,7 +162,7 @@ def test_request_survives_a_killed_detector_replica(serve_url: str) -> None:
     # Each of the two tiles takes seconds: both replicas are working on one when this one is killed.
     assert job["progress"]["tiles_done"] == 0, job
     ray.kill(ray.get_actor(before[0], namespace="serve"), no_restart=True)
-    job = _wait_job(serve_url, status_url, timeout=300)
+    job = wait_job(status_url, timeout=300)
     assert job["state"] == "succeeded", job
     params = DetectionParams(min_diameter=2, cluster_threshold=0, real_width=500, real_height=500)
     expected = result_to_dict(detect_trees(decode_image(png, max_pixels=10**8), params))
