@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,7 +121,10 @@ def serve_url(serve_env: dict[str, str]) -> Iterator[str]:
     for name in ("API_KEY", "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_URL"):
         os.environ.pop(name, None)
     port = free_port()
+    # Ray's session files (logs, sockets) go to a folder of this session, removed at the end (not /tmp/ray).
+    ray_temp = tempfile.mkdtemp(prefix="ray-tests-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
     ray.init(
+        _temp_dir=ray_temp,
         num_cpus=RAY_CPUS,
         object_store_memory=RAY_OBJECT_STORE_BYTES,
         include_dashboard=False,
@@ -162,6 +167,7 @@ def serve_url(serve_env: dict[str, str]) -> Iterator[str]:
             serve.shutdown()
         finally:
             ray.shutdown()
+            shutil.rmtree(ray_temp, ignore_errors=True)
             for name, value in saved.items():
                 if value is None:
                     os.environ.pop(name, None)
