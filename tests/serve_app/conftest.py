@@ -111,7 +111,7 @@ def serve_url(serve_env: dict[str, str]) -> Iterator[str]:
     take one call at a time, so the two tiles of an image are always on different replicas.
     Shut down (Serve, then Ray) at the end of the session.
     """
-    ray = pytest.importorskip("ray")
+    import ray
     from ray import serve
 
     from serve_app.builder import AppArgs, bind_graph

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -77,17 +79,53 @@ def test_an_oserror_of_the_producer_is_not_a_storage_error(tmp_path: Path) -> No
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file modes")
-def test_a_read_only_folder_is_a_storage_error(tmp_path: Path) -> None:
-    folder = tmp_path / "models"
-    folder.mkdir()
-    folder.chmod(0o500)
-    try:
-        with pytest.raises(StorageError, match=r"local model folder .* is not writable: Permission denied \(EACCES\)"):
+def _save_as(uid: int | None, folder: Path) -> str:
+    """Try a save into `folder` (as user `uid` in a forked child when given: root ignores file modes); the
+    StorageError's message, or "saved"."""
+    if uid is None:
+        try:
             LocalModelStore(folder, "/download").save("x.obj", [b"x"], content_type="model/obj")
-    finally:
-        folder.chmod(0o700)
-    assert list(folder.iterdir()) == []
+        except StorageError as exc:
+            return str(exc)
+        return "saved"
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to `uid`, try, report through the pipe, exit at once
+        code = 1
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            os.write(write, _save_as(None, folder).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        message = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, message
+    return message
+
+
+def test_a_read_only_folder_is_a_storage_error() -> None:
+    # As root (as in CI) the save runs in a child dropped to nobody, for whom the folder's mode counts.
+    nobody = 65534 if os.geteuid() == 0 else None
+    with tempfile.TemporaryDirectory(prefix="store-") as top:
+        os.chmod(top, 0o755)  # the child must reach the folder
+        folder = Path(top) / "models"
+        folder.mkdir()
+        if nobody is not None:
+            os.chown(folder, nobody, nobody)
+        folder.chmod(0o500)
+        try:
+            message = _save_as(nobody, folder)
+            expected = r"local model folder .* is not writable: Permission denied \(EACCES\)"
+            assert re.fullmatch(expected, message), message
+        finally:
+            folder.chmod(0o700)
+        assert list(folder.iterdir()) == []
 
 
 def test_a_file_where_the_folder_should_be_is_a_storage_error(tmp_path: Path) -> None:
