@@ -27,24 +27,16 @@ from benchmarks.serve_pipeline import (  # noqa: E402
     _free_port,
     p95,
     ray_private_mb,
-    ray_processes,
     ray_pss_mb,
     start_ray,
 )
 from scripts.make_sample import make_scene  # noqa: E402
+from scripts.processes import memory_mb, ray_processes  # noqa: E402
 
 
 def private_by_process() -> dict[str, float]:
     """RssAnon per Ray process of this benchmark, MB, by its process title."""
-    out: dict[str, float] = {}
-    for pid, title in ray_processes().items():
-        try:
-            text = Path(f"/proc/{pid}/status").read_text()
-            rss = next(line for line in text.splitlines() if line.startswith("RssAnon:"))
-            out[f"{title[:60]} ({pid})"] = int(rss.split()[1]) / 1024
-        except (OSError, StopIteration):
-            continue
-    return out
+    return {f"{title[:60]} ({pid})": memory_mb(pid) for pid, title in ray_processes().items()}
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scripts.make_sample import make_scene  # noqa: E402
+from scripts.processes import memory_mb, ray_processes  # noqa: E402
 from scripts.render_serve_config import serve_config_env_vars  # noqa: E402
 from treecore.detect import detect_trees  # noqa: E402
 from treecore.imageio import decode_image  # noqa: E402
@@ -43,26 +44,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _descendants(root: int) -> set[int]:
-    # Every process below `root` (this benchmark's Ray: ray.init starts GCS and raylet as our children).
-    children: dict[int, list[int]] = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(pid))
-    found: set[int] = set()
-    stack = [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            if child not in found:
-                found.add(child)
-                stack.append(child)
-    return found
 
 
 def start_ray() -> None:
@@ -80,30 +61,9 @@ def start_ray() -> None:
     )
 
 
-def ray_processes() -> dict[int, str]:
-    """This benchmark's Ray processes (GCS, raylet, workers and replicas started below it): pid -> title."""
-    out: dict[int, str] = {}
-    for pid in _descendants(os.getpid()):
-        try:
-            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-        except OSError:
-            continue
-        if "ray::" in title or "raylet" in title or "gcs_server" in title:
-            out[pid] = title
-    return out
-
-
 def _ray_memory_mb(source: str, field: str) -> float:
     # Sum one "<field>: N kB" line of /proc/<pid>/<source> over this benchmark's Ray processes.
-    total_kb = 0
-    for pid in ray_processes():
-        try:
-            for line in Path(f"/proc/{pid}/{source}").read_text().splitlines():
-                if line.startswith(f"{field}:"):
-                    total_kb += int(line.split()[1])
-        except OSError:
-            continue
-    return total_kb / 1024
+    return sum(memory_mb(pid, field, source) for pid in ray_processes())
 
 
 def ray_pss_mb() -> float:

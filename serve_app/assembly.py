@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from serve_app.storage import ModelStore, StorageError, StoredModel
-from treecore.basemodels import DEFAULT_MODELS_DIR, check_model_name, list_models, load_model
+from treecore.basemodels import DEFAULT_MODELS_DIR, check_model_name, list_models, load_model, split_model_file_name
 from treecore.errors import InvalidMeshError, UnknownModelError
 from treecore.gltf import write_glb
 from treecore.mesh import Mesh, load_obj, normalised
@@ -46,8 +46,6 @@ class RemoteModels(Protocol):
 ModelSource = Literal["package", "blob"]
 #: Blob listings and models loaded from blobs are read again after this many seconds.
 REMOTE_TTL_S = 30.0
-#: The files of a base model, by extension.
-MODEL_FILES = ("obj", "mtl")
 
 #: OBJ media type (registered 2022); browsers and the legacy front end treat it as a download.
 OBJ_MEDIA_TYPE = "model/obj"
@@ -287,10 +285,7 @@ class ModelBuilder:
             ModelTooLargeError: a remote file over the size limit.
             StorageError: the remote storage failed.
         """
-        stem, dot, ext = filename.rpartition(".")
-        if not dot or ext not in MODEL_FILES:
-            raise UnknownModelError(f"{filename!r}: ask for <name>.obj or <name>.mtl")
-        stem = check_model_name(stem)
+        stem, ext = split_model_file_name(filename)
         missing = UnknownModelError(f"no tree model file {stem}.{ext} (see GET /tree-models)")
         if (self.models_dir / f"{stem}.obj").is_file():  # a package model wins a name clash, as in model()
             path = self.models_dir / f"{stem}.{ext}"

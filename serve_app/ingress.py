@@ -18,7 +18,6 @@ from serve_app import __version__
 from serve_app.assembly import (
     FORMATS,
     GLB_MEDIA_TYPE,
-    MODEL_FILES,
     MTL_MEDIA_TYPE,
     OBJ_MEDIA_TYPE,
     ZIP_MEDIA_TYPE,
@@ -43,7 +42,7 @@ from serve_app.schemas import (
 from serve_app.settings import Settings
 from serve_app.storage import StoredModel
 from serve_app.ui import mount_ui
-from treecore.basemodels import DEFAULT_MODEL, DEFAULT_MODELS_DIR, check_model_name, list_models
+from treecore.basemodels import DEFAULT_MODEL, DEFAULT_MODELS_DIR, check_model_name, list_models, split_model_file_name
 from treecore.errors import (
     InvalidGeoreferenceError,
     InvalidImageError,
@@ -381,10 +380,7 @@ def create_app(
     @app.get("/tree-models/{filename}", name="tree_model_file", tags=["3d"], response_class=FileResponse)
     async def tree_model_file(filename: str) -> Response:
         """A base tree model's OBJ or MTL file by name, e.g. tree_lowpoly.obj (packaged or blob model)."""
-        stem, dot, ext = filename.rpartition(".")
-        if not dot or ext not in MODEL_FILES:
-            raise UnknownModelError(f"{filename!r}: ask for <name>.obj or <name>.mtl")
-        stem = check_model_name(stem)
+        stem, ext = split_model_file_name(filename)
         path = models_dir / f"{stem}.{ext}"
         media = OBJ_MEDIA_TYPE if ext == "obj" else MTL_MEDIA_TYPE
         if stem in list_models(models_dir) and path.is_file():

@@ -33,6 +33,28 @@ def check_model_name(name: str) -> str:
     return stem
 
 
+#: The files of a base model, by extension.
+MODEL_FILES = ("obj", "mtl")
+
+
+def split_model_file_name(filename: str) -> tuple[str, str]:
+    """A base model's file name as (model name, extension), e.g. "tree_lowpoly.mtl" -> ("tree_lowpoly", "mtl").
+
+    Args:
+        filename: "<name>.obj" or "<name>.mtl".
+
+    Returns:
+        (checked model name, "obj" or "mtl").
+
+    Raises:
+        UnknownModelError: another extension, or not a valid model name.
+    """
+    stem, dot, ext = filename.rpartition(".")
+    if not dot or ext not in MODEL_FILES:
+        raise UnknownModelError(f"{filename!r}: ask for <name>.obj or <name>.mtl")
+    return check_model_name(stem), ext
+
+
 def list_models(models_dir: Path = DEFAULT_MODELS_DIR) -> list[str]:
     """Names of the OBJ models in the folder, sorted.
 

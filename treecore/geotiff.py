@@ -15,13 +15,12 @@ put pixel column i's centre at i + 0.5, i.e. they are PixelIsArea raster coordin
 
 from __future__ import annotations
 
-import math
 import struct
 from typing import Any
 
 from treecore.errors import InvalidGeoreferenceError, InvalidImageError
 from treecore.imageio import sniff_format
-from treecore.types import EPSG_RANGE, GEOGRAPHIC_EPSG, Georeference
+from treecore.types import EPSG_RANGE, GEOGRAPHIC_EPSG, Georeference, check_pixel_scale
 
 PIXEL_SCALE_TAG = 33550
 TIEPOINT_TAG = 33922
@@ -105,7 +104,7 @@ def _from_tiepoint(
     # A negative ScaleY is taken as positive (north up), as GDAL does by default (GTIFF_HONOUR_NEGATIVE_SCALEY):
     # writers that store it negative almost always mean a north-up image, and QGIS shows it so.
     sx, sy = pixel_scale[0], abs(pixel_scale[1])
-    _check_scale(sx, sy)
+    check_pixel_scale((sx, sy))
     # Raster (I, J) lies at model (X, Y); easting grows by ScaleX per column, northing falls by ScaleY per row.
     return (x - (i - corner) * sx, y + (j - corner) * sy), (sx, sy)
 
@@ -119,13 +118,8 @@ def _from_transformation(matrix: tuple[float, ...], corner: float) -> tuple[tupl
             "GeoTIFF is rotated or sheared (ModelTransformationTag): only north-up images are supported; "
             "warp it north up first (gdalwarp)"
         )
-    _check_scale(a, -f)
+    check_pixel_scale((a, -f))
     return (d + corner * a, h + corner * f), (a, -f)
-
-
-def _check_scale(sx: float, sy: float) -> None:
-    if not (math.isfinite(sx) and math.isfinite(sy)) or sx == 0 or sy == 0:
-        raise InvalidGeoreferenceError(f"GeoTIFF pixel size must be finite and not 0, got {sx} x {sy}")
 
 
 def _crs(keys: dict[int, int], epsg: int | None) -> tuple[int, bool]:

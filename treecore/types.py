@@ -154,6 +154,17 @@ WEB_MERCATOR_EPSG = frozenset({3857, 3785})
 WEB_MERCATOR_RADIUS_M = 6_378_137.0
 
 
+def check_pixel_scale(scale: tuple[float, float]) -> tuple[float, float]:
+    """A pixel size (x, y), CRS units per pixel, checked: both finite and not 0.
+
+    Raises:
+        InvalidGeoreferenceError: otherwise.
+    """
+    if not all(math.isfinite(s) and s != 0 for s in scale):
+        raise InvalidGeoreferenceError(f"the pixel size must be finite and not 0, got {scale[0]} x {scale[1]}")
+    return scale
+
+
 def check_epsg(epsg: object) -> int:
     """An EPSG code checked for its type and range.
 
@@ -201,8 +212,8 @@ class Georeference:
                 raise InvalidGeoreferenceError(f"{name} must be a finite number, got {value!r}")
             if abs(value) > MAX_ORIGIN:
                 raise InvalidGeoreferenceError(f"{name} must be within +-{MAX_ORIGIN:.0f} CRS units, got {value}")
-        if self.pixel_scale is not None and not all(math.isfinite(s) and s != 0 for s in self.pixel_scale):
-            raise InvalidGeoreferenceError(f"the pixel size must be finite and not 0, got {self.pixel_scale}")
+        if self.pixel_scale is not None:
+            check_pixel_scale(self.pixel_scale)
         if self.source not in ("form", "geotiff"):
             raise InvalidGeoreferenceError(f"source must be form or geotiff, got {self.source!r}")
         if self.raster_type is not None and self.raster_type not in RASTER_TYPES:

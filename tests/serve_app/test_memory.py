@@ -3,8 +3,6 @@ ingress's private heap returns to its warm baseline instead of keeping each burs
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import httpx
 import pytest
 
 from scripts.make_sample import GSD_M, make_scene
+from scripts.processes import memory_mb, ray_processes
 from scripts.render_serve_config import serve_config_env_vars
 
 pytestmark = pytest.mark.serve
@@ -22,41 +21,12 @@ SIZE_PX = 3072
 MAX_GROWTH_MB = 40
 
 
-def _children(root: int) -> Iterator[int]:
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError):
-                continue
-    below = {root}
-    grew = True
-    while grew:
-        grew = False
-        for pid, ppid in parents.items():
-            if ppid in below and pid not in below:
-                below.add(pid)
-                grew = True
-    below.discard(root)
-    yield from below
-
-
 def _replica_pid(deployment: str) -> int:
     """The pid of this test session's replica of `deployment` of the app at / (not another session's Ray)."""
-    title = f"ray::ServeReplica:tree-detection:{deployment}".encode()
-    for pid in _children(os.getpid()):
-        try:
-            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(title):
-                return pid
-        except OSError:
-            continue
-    raise AssertionError(f"no {deployment} replica below this test process")
-
-
-def _private_mb(pid: int) -> float:
-    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("RssAnon:"))
-    return int(line.split()[1]) / 1024
+    title = f"ray::ServeReplica:tree-detection:{deployment}"
+    pid = next((pid for pid, name in ray_processes().items() if name.startswith(title)), None)
+    assert pid is not None, f"no {deployment} replica below this test process"
+    return pid
 
 
 def test_replicas_run_with_the_configured_malloc_settings(serve_url: str) -> None:
@@ -80,9 +50,9 @@ def test_large_uploads_do_not_ratchet_the_ingress_heap(serve_url: str) -> None:
     ingress = _replica_pid("Ingress")
     with ThreadPoolExecutor(2) as pool:
         assert list(pool.map(post, range(4))) == [200] * 4  # warm-up: imports, buffers, thread pools
-        warm_mb = _private_mb(ingress)
+        warm_mb = memory_mb(ingress)
         assert list(pool.map(post, range(8))) == [200] * 8
-    after_mb = _private_mb(ingress)
+    after_mb = memory_mb(ingress)
     print(f"ingress heap {warm_mb:.0f} MB -> {after_mb:.0f} MB")
     assert after_mb - warm_mb < MAX_GROWTH_MB, f"ingress heap {warm_mb:.0f} MB -> {after_mb:.0f} MB"
 
