@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +121,29 @@ class OutputOptions:
     def georeferenced(self) -> bool:
         """Whether any georeference field was given."""
         return any(v is not None for v in (self.origin_easting, self.origin_northing, self.epsg))
+
+    def shaper(self, data: bytes, accept: str | None) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+        """How the detection is answered: None for the legacy JSON, else its GeoJSON maker (georeference checked
+        now, from the fields or the upload's GeoTIFF tags, before any detection runs).
+
+        Args:
+            data: the uploaded image's bytes.
+            accept: the request's Accept header (None where only `format` chooses, as for jobs).
+
+        Raises:
+            InvalidGeoreferenceError: georeference fields with a JSON answer, or an invalid georeference.
+        """
+        if not self.geojson(accept):
+            if self.georeferenced():
+                raise InvalidGeoreferenceError(
+                    "origin_easting, origin_northing and epsg place the GeoJSON output: "
+                    "add format=geojson (or, on /detect-trees, send Accept: application/geo+json)"
+                )
+            return None
+        georef = resolve_georeference(
+            data, origin_easting=self.origin_easting, origin_northing=self.origin_northing, epsg=self.epsg
+        )
+        return lambda detection: detection_geojson(detection, georef)
 
 
 def output_options(
@@ -302,18 +325,11 @@ def create_app(
     ) -> JSONResponse:
         """Detect trees in an image tile: positions and crown diameters in metres (JSON or GeoJSON)."""
         data = await read_image(image)
-        if not output.geojson(request.headers.get("accept")):
-            if output.georeferenced():
-                raise InvalidGeoreferenceError(
-                    "origin_easting, origin_northing and epsg place the GeoJSON output: "
-                    "add format=geojson (or send Accept: application/geo+json)"
-                )
-            return JSONResponse(await run_detection(data, params, Progress()), headers=VARY_ACCEPT)
-        georef = resolve_georeference(
-            data, origin_easting=output.origin_easting, origin_northing=output.origin_northing, epsg=output.epsg
-        )
+        shape = output.shaper(data, request.headers.get("accept"))
         detection = await run_detection(data, params, Progress())
-        return JSONResponse(detection_geojson(detection, georef), media_type=GEOJSON_MEDIA_TYPE, headers=VARY_ACCEPT)
+        if shape is None:
+            return JSONResponse(detection, headers=VARY_ACCEPT)
+        return JSONResponse(shape(detection), media_type=GEOJSON_MEDIA_TYPE, headers=VARY_ACCEPT)
 
     @app.post(
         "/generate-model",
@@ -419,22 +435,11 @@ def create_app(
         """
         data = await read_image(image)
         base = check_model_name(base_model)
-        geojson = output.geojson(None)  # the answer here is the job's id: only `format` chooses the result's form
-        if output.georeferenced() and not geojson:
-            raise InvalidGeoreferenceError(
-                "origin_easting, origin_northing and epsg place the GeoJSON output: add format=geojson"
-            )
-        georef = (
-            resolve_georeference(
-                data, origin_easting=output.origin_easting, origin_northing=output.origin_northing, epsg=output.epsg
-            )
-            if geojson
-            else None
-        )
+        shape = output.shaper(data, None)  # the answer here is the job's id: only `format` chooses the result's form
 
         async def work(progress: Progress) -> dict[str, Any]:
             detection = await run_detection(data, params, progress)
-            shown = detection_geojson(detection, georef) if geojson else detection
+            shown = detection if shape is None else shape(detection)
             if kind == "detect":
                 return shown
             stored, total = await build_model(detection, base, progress, force_store=True)

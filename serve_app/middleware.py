@@ -19,11 +19,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Routes open without the API key (the load balancer's and KubeRay's health checks).
 OPEN_PATHS = frozenset({"/health", "/-/healthz", "/-/routes"})
+#: The tuning page's URL prefix (serve_app/ui.py mounts it here).
+UI_PREFIX = "/ui"
 #: Path prefixes open without the API key: the tuning page's static files (serve_app/ui.py), which hold no secrets
 #: (the page sends the key its user types on its API calls). Only the prefix itself or a path below it: `/ui`,
 #: `/ui/app.js`, never `/uiX`. A path such as `/ui/../jobs` stays inside the /ui mount, whose StaticFiles refuses
 #: to leave its folder: the router matches whole paths and never resolves dot segments.
-OPEN_PREFIXES = ("/ui",)
+OPEN_PREFIXES = (UI_PREFIX,)
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = []) -> None:  # noqa: B006
