@@ -180,7 +180,12 @@ async def detect(
         await stages.release(plan)
     detected = time.perf_counter()
     progress.stage = "merging"
-    trees = merge_trees([t for found in per_tile for t in found], params.cluster_threshold)
+    trees = merge_trees(
+        [t for found in per_tile for t in found],
+        params.cluster_threshold,
+        min_diameter=params.min_diameter,
+        max_diameter=params.max_diameter,
+    )
     merged = time.perf_counter()
     progress.trees_so_far = len(trees)
     timings = {

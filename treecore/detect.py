@@ -112,7 +112,9 @@ def detect_trees(
     for tile in tiles:
         found.extend(detect_tile(image, tile, params))
     detected = time.perf_counter()
-    trees = merge_trees(found, params.cluster_threshold)
+    trees = merge_trees(
+        found, params.cluster_threshold, min_diameter=params.min_diameter, max_diameter=params.max_diameter
+    )
     merged = time.perf_counter()
     return DetectionResult(
         trees=tuple(trees),

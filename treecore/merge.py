@@ -1,4 +1,4 @@
-"""Global merge: trees of all tiles in one stable list, crowns closer than cluster_threshold joined."""
+"""Global merge: trees of all tiles in one stable list, detections of one tree joined (never a forest)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,10 @@ def close_pairs(points: np.ndarray, threshold: float) -> tuple[np.ndarray, np.nd
     if n < 2 or threshold <= 0:
         empty = np.zeros(0, np.int64)
         return empty, empty
-    cell = np.floor(points / threshold).astype(np.int64)
+    # Cells at least `threshold` wide find every close pair in the 3x3 neighbourhood; a threshold tiny next
+    # to the coordinates gets wider cells, so cell numbers stay far inside int64.
+    size = max(threshold, float(np.abs(points).max(initial=1.0)) / 2**28)
+    cell = np.floor(points / size).astype(np.int64)
     cell -= cell.min(axis=0)
     span = int(cell[:, 0].max()) + 3
     key = (cell[:, 1] + 1) * span + (cell[:, 0] + 1)
@@ -62,39 +65,72 @@ def close_pairs(points: np.ndarray, threshold: float) -> tuple[np.ndarray, np.nd
     return np.concatenate(found_a), np.concatenate(found_b)
 
 
-def cluster_labels(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Connected components of the graph with edges (a, b): transitive clusters.
+def seed_groups(points: np.ndarray, diameters: np.ndarray, threshold: float) -> np.ndarray:
+    """Groups of detections that are one tree: each group is a seed and the detections near it.
+
+    Seeds are taken largest crown first (ties: smaller y, then smaller x, then input position); a seed
+    takes every detection not yet grouped whose centre lies closer than `threshold` to the seed's centre.
+    Nothing is chained: a detection joins only a seed it is near, never a seed's neighbour's neighbour,
+    so every member of a group lies within `threshold` of the seed and a group spans less than
+    2 x threshold. Seeds are pairwise at least `threshold` apart.
 
     Args:
-        n: number of nodes.
-        a: (E,) int64 edge ends.
-        b: (E,) int64 edge ends.
+        points: (N, 2) float64 centres [x, y], metres.
+        diameters: (N,) float64 crown diameters, metres.
+        threshold: metres; 0 (or less) puts each detection in a group of its own.
 
     Returns:
-        (n,) int64 label per node: the smallest node index of its cluster.
+        (N,) int64 index of each detection's seed (a seed is its own seed).
     """
-    labels = np.arange(n, dtype=np.int64)
-    while True:
-        low = np.minimum(labels[a], labels[b])
-        before = labels.copy()
-        np.minimum.at(labels, a, low)
-        np.minimum.at(labels, b, low)
-        labels = labels[labels]  # pointer jumping
-        if np.array_equal(labels, before):
-            return labels
+    n = len(points)
+    seed = np.arange(n, dtype=np.int64)
+    a, b = close_pairs(points, threshold)
+    if len(a) == 0:
+        return seed
+    order = np.lexsort((np.arange(n), points[:, 0], points[:, 1], -diameters))
+    # Neighbours of each detection, as plain lists: the greedy pass below is inherently sequential,
+    # and a Python loop over lists beats numpy slicing for the few neighbours a crown has.
+    ends = np.concatenate([a, b])
+    others = np.concatenate([b, a])
+    by_end = np.argsort(ends, kind="stable")
+    starts = np.searchsorted(ends[by_end], np.arange(n + 1)).tolist()
+    neighbours = others[by_end].tolist()
+    group = [-1] * n
+    has_neighbours = np.zeros(n, bool)
+    has_neighbours[ends] = True
+    for i in order[has_neighbours[order]].tolist():
+        if group[i] >= 0:
+            continue
+        group[i] = i
+        for j in neighbours[starts[i] : starts[i + 1]]:
+            if group[j] < 0:
+                group[j] = i
+    joined = np.array(group, np.int64)
+    return np.where(joined >= 0, joined, seed)
 
 
-def merge_trees(trees: Iterable[Tree], cluster_threshold: float) -> list[Tree]:
-    """Concatenate trees from any number of tiles, join crowns closer than the threshold, number them.
+def merge_trees(
+    trees: Iterable[Tree],
+    cluster_threshold: float,
+    *,
+    min_diameter: float | None = None,
+    max_diameter: float | None = None,
+) -> list[Tree]:
+    """Concatenate trees from any number of tiles, join the detections of one tree, number them.
 
-    A cluster (crowns joined transitively, centre distance < `cluster_threshold` metres) becomes one
-    tree: its centre is the crown-area-weighted mean of the centres, its diameter the equivalent
-    diameter of the summed crown areas. The result is sorted by (y, x, diameter) and numbered 1..N,
-    so it does not depend on the order of the input (or on how the image was tiled).
+    Detections are grouped by `seed_groups` (largest crown first, each member closer than
+    `cluster_threshold` metres to its seed: no chaining, so a group is never a forest). A group of more
+    than one becomes one tree: its centre is the crown-area-weighted mean of the centres, its diameter
+    the equivalent diameter of the summed crown areas. No tree leaves [min_diameter, max_diameter]: a
+    larger one is clipped to max_diameter (pixel diameter in proportion), a smaller one is dropped. The
+    result is sorted by (y, x, diameter) and numbered 1..N, so it depends neither on the order of the
+    input nor on how the image was tiled.
 
     Args:
         trees: trees with any ids (tile outputs use 0).
         cluster_threshold: metres; 0 disables merging.
+        min_diameter: metres; None for no lower bound.
+        max_diameter: metres; None for no upper bound.
 
     Returns:
         The merged, sorted trees with ids 1..N.
@@ -102,16 +138,31 @@ def merge_trees(trees: Iterable[Tree], cluster_threshold: float) -> list[Tree]:
     data = _as_array(trees)
     if len(data) == 0:
         return []
-    data = data[np.lexsort((data[:, 2], data[:, 0], data[:, 1]))]
-    a, b = close_pairs(data[:, 0:2], cluster_threshold)
-    if len(a):
-        labels = cluster_labels(len(data), a, b)
-        data = _join_clusters(data, labels)
-        data = data[np.lexsort((data[:, 2], data[:, 0], data[:, 1]))]
+    data = _sorted(data)
+    seeds = seed_groups(data[:, 0:2], data[:, 2], cluster_threshold)
+    if not np.array_equal(seeds, np.arange(len(data))):
+        data = _sorted(_join_groups(data, seeds))
+    data = _bounded(data, min_diameter, max_diameter)
     return [Tree(i + 1, *(float(v) for v in row)) for i, row in enumerate(data.tolist())]
 
 
-def _join_clusters(data: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def _sorted(data: np.ndarray) -> np.ndarray:
+    return data[np.lexsort((data[:, 5], data[:, 4], data[:, 3], data[:, 2], data[:, 0], data[:, 1]))]
+
+
+def _bounded(data: np.ndarray, min_diameter: float | None, max_diameter: float | None) -> np.ndarray:
+    if max_diameter is not None:
+        over = data[:, 2] > max_diameter
+        if over.any():
+            data = data.copy()
+            data[over, 5] *= max_diameter / data[over, 2]
+            data[over, 2] = max_diameter
+    if min_diameter is not None:
+        data = data[data[:, 2] >= min_diameter]
+    return data
+
+
+def _join_groups(data: np.ndarray, labels: np.ndarray) -> np.ndarray:
     roots, inverse = np.unique(labels, return_inverse=True)
     weight = data[:, 2] ** 2  # crown area up to a constant
     weight_px = data[:, 5] ** 2

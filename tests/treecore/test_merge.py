@@ -1,11 +1,12 @@
+import math
 import time
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from scipy.spatial import cKDTree
 
-from treecore.merge import close_pairs, cluster_labels, merge_trees
+from treecore.merge import close_pairs, merge_trees, seed_groups
 from treecore.types import Tree
 
 
@@ -20,14 +21,34 @@ def test_no_merge_when_threshold_is_zero_and_ids_follow_sorted_order():
     assert out[0] == Tree(1, 1, 1, 4.0, 10, 10, 40.0)  # untouched values
 
 
-def test_merge_is_transitive_and_area_weighted():
-    # a-b 8 m apart and b-c 8 m apart, a-c 16 m: one cluster with threshold 10.
+def test_merge_never_chains_and_is_area_weighted():
+    # a-b 8 m apart and b-c 8 m apart, a-c 16 m. The largest crown (c) is the first seed and takes b;
+    # a is 16 m from c, so it stays a tree of its own instead of being pulled in through b.
     out = merge_trees([tree(0, 0, 2), tree(8, 0, 2), tree(16, 0, 4), tree(50, 50)], 10)
-    assert len(out) == 2
-    joined = out[0]
-    assert joined.diameter == np.sqrt(4 + 4 + 16)
-    assert np.isclose(joined.x, (0 * 4 + 8 * 4 + 16 * 16) / 24)
-    assert out[1].x == 50 and out[1].id == 2
+    assert [(t.x, t.diameter) for t in out] == [(0, 2), (pytest_approx((8 * 4 + 16 * 16) / 20), np.sqrt(20)), (50, 4)]
+
+
+def pytest_approx(value):
+    import pytest
+
+    return pytest.approx(value, rel=1e-12)
+
+
+def test_a_row_of_crowns_never_becomes_one_forest_tree():
+    # 50 crowns of 4 m in a row, 3 m apart, threshold 10 m: chaining would make one 28 m tree.
+    row = [tree(3.0 * i, 0, 4) for i in range(50)]
+    out = merge_trees(row, 10, min_diameter=3, max_diameter=15)
+    assert len(out) > 1
+    assert max(t.diameter for t in out) <= 15
+    assert max(t.x for t in out) - min(t.x for t in out) > 100
+
+
+def test_merged_diameter_is_clipped_to_max_and_small_ones_dropped():
+    out = merge_trees(
+        [tree(0, 0, 10), tree(1, 0, 10), tree(2, 0, 10), tree(80, 80, 2)], 5, min_diameter=3, max_diameter=15
+    )
+    assert [t.diameter for t in out] == [15.0]
+    assert out[0].pixel_diameter == 150.0  # the pixel diameter in proportion
 
 
 def test_exactly_at_threshold_is_not_merged():
@@ -42,21 +63,69 @@ def test_input_order_does_not_matter():
     assert a == b
 
 
-def test_pairs_and_clusters_match_an_independent_kd_tree_on_100k_trees():
+def test_pairs_match_an_independent_kd_tree_and_groups_a_plain_greedy_on_100k_trees():
     rng = np.random.default_rng(7)
     points = rng.uniform(0, 3000, (100_000, 2))
+    diameters = rng.uniform(3, 12, 100_000).round(1)  # many ties: the tie order must be the canonical one
     started = time.perf_counter()
     a, b = close_pairs(points, 10.0)
-    labels = cluster_labels(len(points), a, b)
+    seeds = seed_groups(points, diameters, 10.0)
     elapsed = time.perf_counter() - started
-    expected = cKDTree(points).query_pairs(10.0 - 1e-12, output_type="ndarray")
+    kd = cKDTree(points)
+    expected = kd.query_pairs(10.0 - 1e-12, output_type="ndarray")
     assert {tuple(p) for p in np.stack([a, b], 1).tolist()} == {tuple(sorted(p)) for p in expected.tolist()}
-    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(len(points), len(points)))
-    count, reference = connected_components(graph, directed=False)
-    assert len(np.unique(labels)) == count
-    # Same partition: each of our clusters maps to exactly one reference cluster.
-    assert len({(x, y) for x, y in zip(labels.tolist(), reference.tolist(), strict=True)}) == count
-    print(f"100k trees: pairs + clusters in {elapsed:.3f} s")
+    # An independent greedy: a k-d tree ball query per seed, largest crown first.
+    reference = np.full(len(points), -1)
+    for i in np.lexsort((np.arange(len(points)), points[:, 0], points[:, 1], -diameters)).tolist():
+        if reference[i] < 0:
+            near = np.array(kd.query_ball_point(points[i], 10.0 - 1e-12), dtype=np.int64)
+            reference[near[reference[near] < 0]] = i
+    assert np.array_equal(seeds, reference)
+    print(f"100k trees: pairs + seed groups in {elapsed:.3f} s")
+
+
+SPACING = st.floats(2, 20)
+
+
+@st.composite
+def forests(draw):
+    """Crowns on a jittered grid of 2-20 m spacing, some of them duplicated (one tree detected twice)."""
+    spacing = draw(SPACING)
+    rows, cols = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    trees = []
+    for r in range(rows):
+        for c in range(cols):
+            x, y = c * spacing + rng.uniform(-1, 1), r * spacing + rng.uniform(-1, 1)
+            d = float(rng.uniform(3, 15))
+            trees.append(tree(x, y, d))
+            if rng.uniform() < 0.2:
+                trees.append(tree(x + rng.uniform(-1, 1), y + rng.uniform(-1, 1), float(rng.uniform(3, 15))))
+    return trees
+
+
+@given(trees=forests(), threshold=st.floats(0, 30), bounds=st.sampled_from([(3.0, 15.0), (3.0, 10.0), (5.0, 40.0)]))
+@example(trees=[tree(3.0 * i, 0, 4) for i in range(40)], threshold=10.0, bounds=(3.0, 15.0))
+@settings(max_examples=150, deadline=None)
+def test_merge_properties(trees, threshold, bounds):
+    low, high = bounds
+    out = merge_trees(trees, threshold, min_diameter=low, max_diameter=high)
+    assert all(low <= t.diameter <= high for t in out)
+    points = np.array([[t.x, t.y] for t in trees])
+    diameters = np.array([t.diameter for t in trees])
+    seeds = seed_groups(points, diameters, threshold)
+    for s in np.unique(seeds):
+        members = points[seeds == s]
+        span = max(math.dist(p, q) for p in members for q in members)
+        assert span <= 2 * threshold
+        assert (np.hypot(*(members - points[s]).T) < max(threshold, 1e-300) + (len(members) == 1)).all()
+        assert diameters[s] == diameters[seeds == s].max()  # a seed is the largest crown of its group
+    seed_points = points[np.unique(seeds)]
+    if len(seed_points) > 1 and threshold > 0:
+        assert cKDTree(seed_points).query_pairs(threshold - 1e-9) == set()  # seeds are never near each other
+    shuffled = list(reversed(trees))
+    assert merge_trees(shuffled, threshold, min_diameter=low, max_diameter=high) == out
 
 
 def test_merge_trees_100k_end_to_end():
