@@ -66,13 +66,13 @@ def close_pairs(points: np.ndarray, threshold: float) -> tuple[np.ndarray, np.nd
 
 
 def seed_groups(points: np.ndarray, diameters: np.ndarray, threshold: float) -> np.ndarray:
-    """Groups of detections that are one tree: each group is a seed and the detections near it.
+    """Groups of detections that are one tree: each group is a seed and the detections inside its crown.
 
     Seeds are taken largest crown first (ties: smaller y, then smaller x, then input position); a seed
-    takes every detection not yet grouped whose centre lies closer than `threshold` to the seed's centre.
-    Nothing is chained: a detection joins only a seed it is near, never a seed's neighbour's neighbour,
-    so every member of a group lies within `threshold` of the seed and a group spans less than
-    2 x threshold. Seeds are pairwise at least `threshold` apart.
+    takes every detection not yet grouped whose centre lies closer than `threshold` to the seed's centre
+    AND inside the seed's crown (closer than its radius). Nothing is chained: a detection joins only a seed
+    it is near, never a seed's neighbour's neighbour, so every member lies within `threshold` of its seed
+    and a group spans less than 2 x threshold; two crowns that merely touch stay two trees.
 
     Args:
         points: (N, 2) float64 centres [x, y], metres.
@@ -85,24 +85,26 @@ def seed_groups(points: np.ndarray, diameters: np.ndarray, threshold: float) -> 
     n = len(points)
     seed = np.arange(n, dtype=np.int64)
     a, b = close_pairs(points, threshold)
-    if len(a) == 0:
+    distance = np.hypot(*(points[a] - points[b]).T)
+    # Directed edges seed -> member: the member's centre lies inside the would-be seed's crown.
+    ends = np.concatenate([a[distance < diameters[a] / 2], b[distance < diameters[b] / 2]])
+    others = np.concatenate([b[distance < diameters[a] / 2], a[distance < diameters[b] / 2]])
+    if len(ends) == 0:
         return seed
     order = np.lexsort((np.arange(n), points[:, 0], points[:, 1], -diameters))
-    # Neighbours of each detection, as plain lists: the greedy pass below is inherently sequential,
+    # Members of each would-be seed, as plain lists: the greedy pass below is inherently sequential,
     # and a Python loop over lists beats numpy slicing for the few neighbours a crown has.
-    ends = np.concatenate([a, b])
-    others = np.concatenate([b, a])
     by_end = np.argsort(ends, kind="stable")
     starts = np.searchsorted(ends[by_end], np.arange(n + 1)).tolist()
-    neighbours = others[by_end].tolist()
+    members = others[by_end].tolist()
     group = [-1] * n
-    has_neighbours = np.zeros(n, bool)
-    has_neighbours[ends] = True
-    for i in order[has_neighbours[order]].tolist():
+    has_members = np.zeros(n, bool)
+    has_members[ends] = True
+    for i in order[has_members[order]].tolist():
         if group[i] >= 0:
             continue
         group[i] = i
-        for j in neighbours[starts[i] : starts[i + 1]]:
+        for j in members[starts[i] : starts[i + 1]]:
             if group[j] < 0:
                 group[j] = i
     joined = np.array(group, np.int64)
@@ -118,8 +120,8 @@ def merge_trees(
 ) -> list[Tree]:
     """Concatenate trees from any number of tiles, join the detections of one tree, number them.
 
-    Detections are grouped by `seed_groups` (largest crown first, each member closer than
-    `cluster_threshold` metres to its seed: no chaining, so a group is never a forest). A group of more
+    Detections are grouped by `seed_groups` (largest crown first; a member lies inside its seed's crown
+    and closer than `cluster_threshold` metres to its centre: no chaining, so a group is never a forest). A group of more
     than one becomes one tree: its centre is the crown-area-weighted mean of the centres, its diameter
     the equivalent diameter of the summed crown areas. No tree leaves [min_diameter, max_diameter]: a
     larger one is clipped to max_diameter (pixel diameter in proportion), a smaller one is dropped. The

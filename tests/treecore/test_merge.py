@@ -22,10 +22,18 @@ def test_no_merge_when_threshold_is_zero_and_ids_follow_sorted_order():
 
 
 def test_merge_never_chains_and_is_area_weighted():
-    # a-b 8 m apart and b-c 8 m apart, a-c 16 m. The largest crown (c) is the first seed and takes b;
-    # a is 16 m from c, so it stays a tree of its own instead of being pulled in through b.
-    out = merge_trees([tree(0, 0, 2), tree(8, 0, 2), tree(16, 0, 4), tree(50, 50)], 10)
-    assert [(t.x, t.diameter) for t in out] == [(0, 2), (pytest_approx((8 * 4 + 16 * 16) / 20), np.sqrt(20)), (50, 4)]
+    # Crowns of 18 m (c) and 18 m (b) 8 m apart, a 8 m from b and 16 m from c. The largest crown (c, first by
+    # the tie order of x) takes b; a is 16 m from c, so it stays a tree of its own instead of being pulled in
+    # through b.
+    out = merge_trees([tree(0, 0, 2), tree(8, 0, 18), tree(16, 0, 18.5), tree(50, 50)], 10)
+    joined = (pytest_approx((8 * 18**2 + 16 * 18.5**2) / (18**2 + 18.5**2)), np.sqrt(18**2 + 18.5**2))
+    assert [(t.x, t.diameter) for t in out] == [(0, 2), joined, (50, 4)]
+
+
+def test_touching_crowns_are_two_trees_and_a_crown_inside_another_is_joined():
+    # 6 m crowns 6 m apart touch: two trees. A 3 m detection 2 m from a 6 m crown's centre lies inside it.
+    assert len(merge_trees([tree(0, 0, 6), tree(6, 0, 6)], 10)) == 2
+    assert len(merge_trees([tree(0, 0, 6), tree(2, 0, 3)], 10)) == 1
 
 
 def pytest_approx(value):
@@ -35,8 +43,8 @@ def pytest_approx(value):
 
 
 def test_a_row_of_crowns_never_becomes_one_forest_tree():
-    # 50 crowns of 4 m in a row, 3 m apart, threshold 10 m: chaining would make one 28 m tree.
-    row = [tree(3.0 * i, 0, 4) for i in range(50)]
+    # 50 overlapping crowns of 8 m in a row, 3 m apart, threshold 10 m: chaining would make one 56 m tree.
+    row = [tree(3.0 * i, 0, 8) for i in range(50)]
     out = merge_trees(row, 10, min_diameter=3, max_diameter=15)
     assert len(out) > 1
     assert max(t.diameter for t in out) <= 15
@@ -78,7 +86,7 @@ def test_pairs_match_an_independent_kd_tree_and_groups_a_plain_greedy_on_100k_tr
     reference = np.full(len(points), -1)
     for i in np.lexsort((np.arange(len(points)), points[:, 0], points[:, 1], -diameters)).tolist():
         if reference[i] < 0:
-            near = np.array(kd.query_ball_point(points[i], 10.0 - 1e-12), dtype=np.int64)
+            near = np.array(kd.query_ball_point(points[i], min(10.0, diameters[i] / 2) - 1e-12), dtype=np.int64)
             reference[near[reference[near] < 0]] = i
     assert np.array_equal(seeds, reference)
     print(f"100k trees: pairs + seed groups in {elapsed:.3f} s")
@@ -106,7 +114,7 @@ def forests(draw):
 
 
 @given(trees=forests(), threshold=st.floats(0, 30), bounds=st.sampled_from([(3.0, 15.0), (3.0, 10.0), (5.0, 40.0)]))
-@example(trees=[tree(3.0 * i, 0, 4) for i in range(40)], threshold=10.0, bounds=(3.0, 15.0))
+@example(trees=[tree(3.0 * i, 0, 8) for i in range(40)], threshold=10.0, bounds=(3.0, 15.0))
 @settings(max_examples=150, deadline=None)
 def test_merge_properties(trees, threshold, bounds):
     low, high = bounds
@@ -119,11 +127,15 @@ def test_merge_properties(trees, threshold, bounds):
         members = points[seeds == s]
         span = max(math.dist(p, q) for p in members for q in members)
         assert span <= 2 * threshold
-        assert (np.hypot(*(members - points[s]).T) < max(threshold, 1e-300) + (len(members) == 1)).all()
+        others = members[np.any(members != points[s], axis=1)]
+        assert (np.hypot(*(others - points[s]).T) < min(threshold, diameters[s] / 2)).all()
         assert diameters[s] == diameters[seeds == s].max()  # a seed is the largest crown of its group
-    seed_points = points[np.unique(seeds)]
-    if len(seed_points) > 1 and threshold > 0:
-        assert cKDTree(seed_points).query_pairs(threshold - 1e-9) == set()  # seeds are never near each other
+    # No seed lies inside a larger seed's crown within the threshold (it would have been joined to it).
+    unique = np.unique(seeds)
+    for s in unique:
+        d = np.hypot(*(points[unique] - points[s]).T)
+        smaller = diameters[unique] < diameters[s]
+        assert not (smaller & (d < min(threshold, diameters[s] / 2))).any()
     shuffled = list(reversed(trees))
     assert merge_trees(shuffled, threshold, min_diameter=low, max_diameter=high) == out
 
