@@ -121,8 +121,8 @@ def merge_trees(
     """Concatenate trees from any number of tiles, join the detections of one tree, number them.
 
     Detections are grouped by `seed_groups` (largest crown first; a member lies inside its seed's crown
-    and closer than `cluster_threshold` metres to its centre: no chaining, so a group is never a forest). A group of more
-    than one becomes one tree: its centre is the crown-area-weighted mean of the centres, its diameter
+    and closer than `cluster_threshold` metres to its centre: no chaining, so a group is never a forest).
+    A group of more than one becomes one tree: its centre is the crown-area-weighted mean of the centres, its diameter
     the equivalent diameter of the summed crown areas. No tree leaves [min_diameter, max_diameter]: a
     larger one is clipped to max_diameter (pixel diameter in proportion), a smaller one is dropped. The
     result is sorted by (y, x, diameter) and numbered 1..N, so it depends neither on the order of the

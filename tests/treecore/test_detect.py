@@ -44,10 +44,12 @@ def test_diameter_range_and_cluster_threshold_filter():
     legacy = detect_trees(image, params(300, 400, method="legacy", min_diameter=3, max_diameter=7))
     # the 1.7 m disc is too small, the 6.1 m ones fit, the two overlapping ones form a 12 m-wide blob
     assert len(legacy.trees) == 1
-    # crowns 6 m apart are one tree with a 10 m cluster threshold; the far ones stay apart
-    merged = detect_trees(image, params(300, 400, method="watershed", cluster_threshold=10))
-    assert len(merged.trees) == 2
+    # 6 m crowns 6 m apart touch: two trees even with a 10 m cluster threshold (the merge joins only a
+    # detection inside a larger crown, never neighbours); nothing comes out above max_diameter.
+    merged = detect_trees(image, params(300, 400, method="watershed", cluster_threshold=10, max_diameter=7))
+    assert len(merged.trees) == 3
     assert {round(t.pixel_y) for t in merged.trees} == {60, 200}
+    assert max(t.diameter for t in merged.trees) <= 7
 
 
 def test_hedge_of_ten_touching_crowns_is_ten_trees():
