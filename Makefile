@@ -29,8 +29,11 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 run: venv
 	@bash scripts/run-local.sh
 
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS=--hypothesis-seed=3` (locally Hypothesis explores at random;
+# with CI=true its examples are derandomized: tests/conftest.py).
+PYTEST_ARGS ?=
 test: venv node lint
-	$(BIN)/python -m pytest --cov=treecore --cov-report=term
+	$(BIN)/python -m pytest --cov=treecore --cov-report=term $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

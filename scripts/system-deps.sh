@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian tools a test needs (as root, or with passwordless sudo); a no-op when they are present.
-#   scripts/system-deps.sh            podman, buildah, debootstrap (the image build test)
+#   scripts/system-deps.sh            podman, buildah, debootstrap, ip (the image build and run tests)
 #   scripts/system-deps.sh chromium   chromium and a font (the browser test of the /ui page)
 set -euo pipefail
 case "${1:-image}" in
     image)
-        tools=(podman buildah debootstrap)
-        packages=(podman buildah debootstrap uidmap fuse-overlayfs containers-storage ca-certificates)
+        tools=(podman buildah debootstrap ip)
+        packages=(podman buildah debootstrap uidmap fuse-overlayfs containers-storage ca-certificates iproute2)
         ;;
     chromium)
         tools=(chromium)

@@ -11,7 +11,7 @@ import numpy as np
 import pyogrio
 import pyogrio.raw
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.treecore.conftest import UTM33_KEYS, Disc, draw_scene, geotiff
@@ -19,7 +19,7 @@ from treecore.detect import detect_trees
 from treecore.errors import InvalidGeoreferenceError, InvalidTreesError
 from treecore.geo import IMAGE_METRIC_WKT, PROPERTIES, detection_geojson, form_georeference, resolve_georeference
 from treecore.report import result_to_dict
-from treecore.types import DetectionParams, DetectionResult, Georeference
+from treecore.types import WEB_MERCATOR_EPSG, DetectionParams, DetectionResult, Georeference
 
 # 600 x 400 px at 0.1 m: 60 x 40 m, not square, so x and y cannot be swapped unnoticed.
 DISCS = [Disc(100, 80, 25), Disc(450, 120, 30), Disc(300, 300, 20), Disc(520, 350, 35)]
@@ -189,14 +189,40 @@ TREE = st.fixed_dictionaries(
 )
 
 
+#: Web Mercator's sphere (EPSG:3857), written out here so the expected values do not come from treecore.
+MERCATOR_RADIUS_M = 6_378_137.0
+
+
+def expected_web_mercator(east: float, north: float, x: float, y: float) -> tuple[float, float]:
+    """Where a tree x ground metres east and y south of a Web Mercator origin lies, by the textbook formulas.
+
+    The origin's latitude is the inverse Gudermannian of northing / R; the tree is y / R radians south of it
+    (ground metres along the meridian of the sphere); its northing is R asinh(tan(lat)) (the same function as
+    treecore's R ln tan(pi/4 + lat/2), written differently) and x ground metres are x / cos(lat) Web Mercator
+    metres east. Only at the equator, and only to first order, is that north - y: a tree 4961 m south of
+    northing 0 lies at R asinh(tan(-4961 / R)) = -4961.000500 m (the cubic term, -y**3 / (6 R**2), is half a mm).
+    """
+    lat = math.atan(math.sinh(north / MERCATOR_RADIUS_M)) - y / MERCATOR_RADIUS_M
+    return east + x / math.cos(lat), MERCATOR_RADIUS_M * math.asinh(math.tan(lat))
+
+
+def pinned_tree(x: float, y: float) -> dict[str, Any]:
+    return {"id": 1, "x": x, "y": y, "diameter": 1.0, "pixel_x": 0.0, "pixel_y": 0.0, "pixel_diameter": 1.0}
+
+
 @given(
     trees=st.lists(TREE, max_size=8),
     east=st.floats(-1e7, 1e7),
     north=st.floats(-1e7, 1e7),
-    epsg=st.integers(2000, 32000).filter(lambda c: c not in (4326, 4258)),
+    epsg=st.integers(2000, 32000).filter(lambda c: c not in (4326, 4258)) | st.sampled_from(sorted(WEB_MERCATOR_EPSG)),
     scale=st.none() | st.tuples(st.floats(1e-3, 100), st.floats(1e-3, 100)),
 )
-@settings(max_examples=150, deadline=None)
+# Found on a fresh clone: Web Mercator at the equator, where the test used to expect north - y (-4961.0) and
+# the service (rightly) gives -4961.001, the sphere's -4961.0005 rounded to the mm.
+@example(trees=[pinned_tree(0.0, 0.0), pinned_tree(0.0, 4961.0)], east=0.0, north=0.0, epsg=3857, scale=None)
+# The same case at 60 degrees north, where the difference is a kilometre per kilometre.
+@example(trees=[pinned_tree(1000.0, 1000.0)], east=0.0, north=8_399_737.889818, epsg=3857, scale=None)
+@settings(max_examples=150)
 def test_any_detection_gives_valid_geojson_at_the_right_places(
     trees: list[dict[str, Any]], east: float, north: float, epsg: int, scale: tuple[float, float] | None
 ) -> None:
@@ -205,10 +231,13 @@ def test_any_detection_gives_valid_geojson_at_the_right_places(
     assert len(collection["features"]) == len(trees)
     for feature, tree in zip(collection["features"], trees, strict=True):
         easting, northing = feature["geometry"]["coordinates"]
-        if scale is None:
-            want = (east + tree["x"], north - tree["y"])
-        else:
+        if scale is not None:
             want = (east + tree["pixel_x"] * scale[0], north - tree["pixel_y"] * scale[1])
+        elif epsg in WEB_MERCATOR_EPSG:  # ground metres are converted at the tree's latitude
+            want = expected_web_mercator(east, north, tree["x"], tree["y"])
+        else:
+            want = (east + tree["x"], north - tree["y"])
+        # Coordinates are rounded to the mm (or finer): half a mm of rounding plus float noise is the tolerance.
         assert easting == pytest.approx(want[0], abs=1e-3) and northing == pytest.approx(want[1], abs=1e-3)
         assert feature["properties"]["diameter_m"] == tree["diameter"]
 
@@ -229,6 +258,10 @@ def test_web_mercator_origins_get_ground_metres_converted_at_each_latitude() -> 
     assert n2 == pytest.approx(radius * math.log(math.tan(math.pi / 4 + lat2 / 2)), abs=1e-3)
     assert north0 - n2 == pytest.approx(2000.0, rel=2e-3) and e2 == pytest.approx(2_000_000.0)
     assert any("Web Mercator" in w for w in out["warnings"])
+    # At the equator the scale is 1, but only to first order: 4961 m south of northing 0 is -4961.000500 m on
+    # the sphere (R ln tan(pi/4 - 4961 / 2R), by hand: -y - y**3 / (6 R**2)), which is -4961.001 to the mm.
+    equator = detection_geojson({"trees": [trees[1] | {"y": 4961.0}]}, form_georeference(0.0, 0.0, 3857))
+    assert equator["features"][0]["geometry"]["coordinates"] == [0.0, -4961.001]
     # A UTM origin keeps metres as they are, with no such warning.
     utm = detection_geojson({"trees": trees}, form_georeference(500_000.0, 6_650_000.0, 32633))
     assert utm["features"][0]["geometry"]["coordinates"] == [501_000.0, 6_650_000.0] and utm["warnings"] == []
