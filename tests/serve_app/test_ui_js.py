@@ -1,4 +1,4 @@
-"""The tuning page's modules under Node's own test runner: tests/js/*.test.mjs (api.js, jobs.js, model.js)."""
+"""The tuning page's modules under Node's own test runner: tests/js/*.test.mjs (api, jobs, model, render)."""
 
 from __future__ import annotations
 
