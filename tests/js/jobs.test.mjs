@@ -56,7 +56,8 @@ function fakeTimers() {
 const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
 
 test("a job is polled until it succeeds, with its progress, and returns its detection", async () => {
-  const { api, calls } = fakeApi([{ state: "queued" }, running(1), running(4), { state: "succeeded", result: { detection: DETECTION } }]);
+  const succeeded = { state: "succeeded", result: { detection: DETECTION } };
+  const { api, calls } = fakeApi([{ state: "queued" }, running(1), running(4), succeeded]);
   const timers = fakeTimers();
   const progress = [];
   const onProgress = (fraction, text) => progress.push([fraction, text]);
@@ -168,5 +169,6 @@ test("sleep resolves after its time, and rejects at once when aborted, leaving n
 
 test("progress without a tile count shows the stage or the state", () => {
   assert.deepEqual(jobProgress({ state: "running", stage: "decoding" }), { fraction: null, text: "decoding…" });
-  assert.deepEqual(jobProgress({ state: "queued", progress: { tiles_total: 0 } }), { fraction: null, text: "queued…" });
+  const queued = { state: "queued", progress: { tiles_total: 0 } };
+  assert.deepEqual(jobProgress(queued), { fraction: null, text: "queued…" });
 });

@@ -37,7 +37,7 @@ export function sleep(ms, signal, timers = globalThis) {
 
 /**
  * A running job's progress, as the page shows it.
- * @param {{state: string, stage?: string, progress?: {tiles_done: number, tiles_total: number, trees_so_far: number}}} job
+ * @param {{state: string, stage?: string, progress?: object}} job progress: tiles_done, tiles_total, trees_so_far
  * @returns {{fraction: number|null, text: string}} fraction null: unknown (no tile count yet)
  */
 export function jobProgress(job) {

@@ -271,7 +271,8 @@ function imageInfo() {
   const [w, h] = state.size;
   const mx = p.real_width / w;
   const my = p.real_height / h;
-  const scale = Number.isFinite(mx) && Number.isFinite(my) ? ` · ${mx.toPrecision(3)} × ${my.toPrecision(3)} m/px` : "";
+  const known = Number.isFinite(mx) && Number.isFinite(my);
+  const scale = known ? ` · ${mx.toPrecision(3)} × ${my.toPrecision(3)} m/px` : "";
   let text = `${w.toLocaleString("en")} × ${h.toLocaleString("en")} px (${((w * h) / 1e6).toFixed(1)} MP)${scale}`;
   if (!state.bitmap) text += `. ${cannot}`;
   else if (state.orientation !== 1) {
