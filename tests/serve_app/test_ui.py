@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,9 +23,14 @@ from treecore.imageio import decode_image
 ROOT = Path(__file__).resolve().parents[2]
 #: The bounds tests/tools/hsv_all_colours.js gives inRange.
 LOW, HIGH = (35, 40, 40), (85, 255, 255)
+#: Every file of the page; the .js ones are ES modules, which browsers refuse unless served as JavaScript.
 PAGE_FILES = {
     "index.html": "text/html",
-    "app.js": "javascript",
+    "main.js": "javascript",
+    "api.js": "javascript",
+    "jobs.js": "javascript",
+    "render.js": "javascript",
+    "model.js": "javascript",
     "hsv.js": "javascript",
     "orientation.js": "javascript",
     "style.css": "text/css",
@@ -56,11 +62,25 @@ def test_ui_redirects_to_ui_slash_relatively(client: TestClient) -> None:
     assert client.get("/ui").url.path == "/ui/"  # followed: resolved against /ui (the browser test: /secured/ui)
 
 
+def test_page_files_are_all_listed() -> None:
+    # A module the list misses would go untested for its media type (and a stale name would 404 above).
+    assert {p.name for p in UI_DIR.iterdir()} == set(PAGE_FILES)
+
+
+def test_page_loads_its_modules_from_main_js() -> None:
+    index = (UI_DIR / "index.html").read_text()
+    assert re.findall(r"<script[^>]*>", index) == ['<script type="module" src="main.js">']
+    imported = set()
+    for path in UI_DIR.glob("*.js"):
+        imported |= set(re.findall(r'^import .* from "\./([\w.]+)";$', path.read_text(), re.M))
+    assert imported | {"main.js"} == {n for n in PAGE_FILES if n.endswith(".js")}
+
+
 def test_page_urls_are_relative(client: TestClient) -> None:
     # A leading "/" would escape a route prefix (Serve's route_prefix, an ingress path).
-    for name in ("index.html", "app.js"):
+    for name in PAGE_FILES:
         text = client.get(f"/ui/{name}").text
-        for needle in ('href="/', 'src="/', 'fetch("/', 'apiUrl("/', 'apiFetch("/'):
+        for needle in ('href="/', 'src="/', 'fetch("/', 'url("/', 'post("/', 'from "/', "import("):
             assert needle not in text, (name, needle)
 
 
@@ -71,7 +91,7 @@ def test_missing_page_file_is_a_json_404(client: TestClient) -> None:
 
 def test_page_is_open_but_the_api_is_not_with_a_key(secured: TestClient) -> None:
     assert secured.get("/ui/").status_code == 200
-    assert secured.get("/ui/app.js").status_code == 200
+    assert secured.get("/ui/main.js").status_code == 200
     assert secured.get("/ui", follow_redirects=False).status_code == 307
     assert secured.get("/").status_code == 401
     assert secured.get("/", headers={"X-API-Key": API_KEY}).status_code == 200
@@ -80,7 +100,7 @@ def test_page_is_open_but_the_api_is_not_with_a_key(secured: TestClient) -> None
 
 
 def test_only_the_exact_prefix_is_open(secured: TestClient) -> None:
-    for path in ("/uiX", "/ui-admin", "/uix/app.js", "/u", "/UI/"):
+    for path in ("/uiX", "/ui-admin", "/uix/main.js", "/u", "/UI/"):
         assert secured.get(path).status_code == 401, path
     # Dot segments stay inside the /ui mount (StaticFiles will not leave its folder): never the info route.
     response = secured.get("/ui/%2e%2e/")
@@ -109,7 +129,7 @@ async def _status(app: ApiKeyMiddleware, path: str, root_path: str = "") -> int:
     [
         ("/ui", "", 200),
         ("/ui/", "", 200),
-        ("/ui/app.js", "", 200),
+        ("/ui/main.js", "", 200),
         ("/uiX", "", 401),
         ("/secured/ui/", "/secured", 200),
         ("/secured/ui", "/secured", 200),

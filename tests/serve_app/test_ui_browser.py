@@ -92,9 +92,9 @@ def _exif_jpeg(rgb: np.ndarray, orientation: int) -> bytes:
 
 
 def _crown_rgb() -> list[int]:
-    """The crowns' stroke colour, as app.js draws it."""
-    found = re.search(r'CROWN_COLOUR = "#([0-9a-fA-F]{6})"', (UI_DIR / "app.js").read_text())
-    assert found, "app.js names no CROWN_COLOUR"
+    """The crowns' stroke colour, as render.js draws it."""
+    found = re.search(r'CROWN_COLOUR = "#([0-9a-fA-F]{6})"', (UI_DIR / "render.js").read_text())
+    assert found, "render.js names no CROWN_COLOUR"
     return [int(found[1][k : k + 2], 16) for k in (0, 2, 4)]
 
 

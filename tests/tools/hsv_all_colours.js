@@ -1,8 +1,11 @@
 // Run the page's hsv.js over all 2**24 RGB colours (R major, then G, then B) and write 5 bytes per colour:
 // H, S, V from hsvPlanes, 1/0 from inRange with the bounds below, 1 if rgbToHsv agrees with hsvPlanes.
 //   node hsv_all_colours.js path/to/hsv.js out.bin
-const fs = require("fs");
-const hsv = require(require("path").resolve(process.argv[2]));
+import fs from "node:fs";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+
+const hsv = await import(pathToFileURL(path.resolve(process.argv[2])).href);
 
 const LOW = [35, 40, 40];
 const HIGH = [85, 255, 255];

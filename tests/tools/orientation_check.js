@@ -1,9 +1,11 @@
 // Run the page's orientation.js on files as the page does: read the first HEAD_BYTES, then write the copy the page
 // would decode (the parts: ranges of the file and bytes between them). Prints [{orientation, out}] as JSON.
 //   node orientation_check.js path/to/orientation.js in1 out1 [in2 out2 ...]
-const fs = require("fs");
-const path = require("path");
-const exif = require(path.resolve(process.argv[2]));
+import fs from "node:fs";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+
+const exif = await import(pathToFileURL(path.resolve(process.argv[2])).href);
 
 const results = [];
 const args = process.argv.slice(3);

@@ -1,7 +1,7 @@
 // Validate a .glb with the Khronos glTF validator (npm gltf-validator); print its report's issues as JSON.
-const fs = require("fs");
-const path = require("path");
-const validator = require(path.join(__dirname, "..", "..", "node_modules", "gltf-validator"));
+//   node validate_gltf.js scene.glb
+import fs from "node:fs";
+import validator from "gltf-validator";
 
 const file = process.argv[2];
 validator
