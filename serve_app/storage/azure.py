@@ -2,7 +2,7 @@
 
 Two ways in: a connection string with an account key (the key signs the SAS; Azurite in tests), or an account
 URL with Entra ID (DefaultAzureCredential: workload identity on AKS; the SAS is signed with a user delegation
-key, cached and renewed before it runs out). Downloads are the SAS URLs themselves: any node, or none of ours.
+key, cached and renewed before it runs out). Downloads are the SAS URLs (from Blob Storage, not through us).
 """
 
 from __future__ import annotations
@@ -380,9 +380,9 @@ class AzureModelStore:
             raise self._error(exc) from None
 
     def open_download(self, name: str) -> Download:
-        """Not served by the service: the download URL of a stored model is a SAS URL of its blob.
+        """Not served by the service: a stored model's download URL is the SAS URL of its blob.
 
-        (Large responses do not go through the Serve proxy, which holds a whole response in memory.)
+        Clients read it from Blob Storage directly; a large model never passes through the Serve proxy.
 
         Raises:
             NotStoredError: always.
