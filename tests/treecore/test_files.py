@@ -156,4 +156,5 @@ def test_there_is_one_durable_write_and_one_name_rule() -> None:
             if where == "treecore/files.py":
                 continue
             assert not _calls(path) & durable, f"{where} writes files durably itself: use treecore.files.atomic_writer"
+            # A file or blob name rule of its own: use treecore.files.is_plain_name.
             assert "A-Za-z0-9" not in path.read_text(encoding="utf-8"), f"{where} has a name rule of its own"
