@@ -209,14 +209,7 @@ class ModelAssembler:
             trees_per_part: trees per part (0: default).
         """
         settings = Settings.from_env()
-        store = make_store(
-            connection_string=settings.azure_connection_string or None,
-            account_url=settings.azure_account_url or None,
-            container=settings.container_generated_models,
-            local_dir=settings.generated_models_dir,
-            url_prefix="/download",
-            retention_s=settings.generated_models_retention_s,
-        )
+        store = make_store(settings)
         remote = blob_models(store, settings.container_tree_models) if isinstance(store, AzureModelStore) else None
         self.builder = ModelBuilder(
             store, models_dir=Path(models_dir), workers=threads, trees_per_part=trees_per_part, remote_models=remote

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from serve_app import __version__
 from serve_app.assembly import (
@@ -40,7 +40,7 @@ from serve_app.schemas import (
     inline_schema,
 )
 from serve_app.settings import Settings
-from serve_app.storage import StoredModel
+from serve_app.storage import NotStoredError, StoredModel, make_store
 from serve_app.ui import mount_ui
 from treecore.basemodels import DEFAULT_MODEL, DEFAULT_MODELS_DIR, check_model_name, list_models, split_model_file_name
 from treecore.errors import (
@@ -406,18 +406,20 @@ def create_app(
         data = await stages.model_file(f"{stem}.{ext}")
         return Response(data, media_type=media, headers={"Content-Disposition": f'attachment; filename="{stem}.{ext}"'})
 
-    @app.get("/download/{filename}", name="download_model", tags=["3d"], response_class=FileResponse)
-    async def download_model(filename: str) -> FileResponse:
-        """A stored large model (local storage only; with Azure the download_url points at the blob)."""
-        if settings.storage_kind != "local":
-            raise UnknownModelError("models are stored in Azure Blob Storage here: use the download_url you were given")
-        stem = check_model_name(filename.rpartition(".")[0] or filename)
-        ext = filename.rpartition(".")[2]
-        path = settings.generated_models_dir / f"{stem}.{ext}"
-        media = {"obj": OBJ_MEDIA_TYPE, "mtl": MTL_MEDIA_TYPE, "zip": ZIP_MEDIA_TYPE}
-        if ext not in media or not path.is_file():
-            raise UnknownModelError(f"no stored model {filename!r} (expired, or never made)")
-        return FileResponse(path, media_type=media[ext], filename=path.name)
+    downloads = make_store(settings)  # the store the models went to; local: one node only (its docstring)
+
+    @app.get("/download/{filename}", name="download_model", tags=["3d"], response_class=StreamingResponse)
+    async def download_model(filename: str) -> StreamingResponse:
+        """A stored large model, read through the store (local storage; with Azure download_url is a SAS URL)."""
+        media = {"obj": OBJ_MEDIA_TYPE, "mtl": MTL_MEDIA_TYPE, "zip": ZIP_MEDIA_TYPE}.get(filename.rpartition(".")[2])
+        if media is None:
+            raise NotStoredError(f"no stored model {filename!r} (expired, or never made)")
+        download = downloads.open_download(filename)
+        headers = {
+            "Content-Length": str(download.size_bytes),
+            "Content-Disposition": f'attachment; filename="{download.name}"',
+        }
+        return StreamingResponse(download.chunks, media_type=media, headers=headers)
 
     @app.post("/jobs", status_code=202, response_model=JobCreated, tags=["jobs"])
     async def create_job(

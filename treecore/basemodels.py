@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from treecore.errors import UnknownModelError
+from treecore.files import MAX_NAME_LENGTH, is_plain_name
 from treecore.mesh import Mesh, load_obj_file, normalised
 from treecore.objwriter import default_mtl
 
 #: The models made by tree_model/make_models.py, next to the package in a checkout or an image.
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "tree_model" / "models"
 DEFAULT_MODEL = "tree_lowpoly"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+#: The files of a base model, by extension.
+MODEL_FILES = ("obj", "mtl")
+#: Longest model name: its files, <name>.obj and <name>.mtl, are plain file names (treecore.files).
+MAX_MODEL_NAME_LENGTH = MAX_NAME_LENGTH - len(".obj")
 
 
 def check_model_name(name: str) -> str:
-    """A plain model name: letters, digits, '_', '-', '.', no path parts, no '..', at most 100 characters.
+    """A model name whose files are plain file names (treecore.files.is_plain_name): at most 124 characters.
 
     Args:
         name: the name asked for (a trailing ".obj" is dropped).
@@ -28,13 +31,12 @@ def check_model_name(name: str) -> str:
         UnknownModelError: anything else (path tricks included).
     """
     stem = name[:-4] if name.endswith(".obj") else name
-    if not _NAME.match(stem) or ".." in stem:
-        raise UnknownModelError(f"{name!r} is not a valid tree model name (letters, digits, '_', '-', '.')")
+    if not is_plain_name(f"{stem}.obj"):
+        raise UnknownModelError(
+            f"{name!r} is not a valid tree model name (letters, digits, '_', '-', '.'; "
+            f"at most {MAX_MODEL_NAME_LENGTH} characters)"
+        )
     return stem
-
-
-#: The files of a base model, by extension.
-MODEL_FILES = ("obj", "mtl")
 
 
 def split_model_file_name(filename: str) -> tuple[str, str]:
@@ -64,7 +66,7 @@ def list_models(models_dir: Path = DEFAULT_MODELS_DIR) -> list[str]:
     Returns:
         Model names (file stems).
     """
-    return sorted(p.stem for p in models_dir.glob("*.obj") if _NAME.match(p.stem))
+    return sorted(p.stem for p in models_dir.glob("*.obj") if is_plain_name(p.name))
 
 
 def load_model(name: str, models_dir: Path = DEFAULT_MODELS_DIR) -> tuple[Mesh, str]:
@@ -87,6 +89,7 @@ def load_model(name: str, models_dir: Path = DEFAULT_MODELS_DIR) -> tuple[Mesh, 
         known = ", ".join(list_models(models_dir)) or "none"
         raise UnknownModelError(f"no tree model named {stem!r} (available: {known})")
     mesh = normalised(load_obj_file(obj))
-    mtl = models_dir / (mesh.mtllib or f"{stem}.mtl")
-    mtl_text = mtl.read_text() if mesh.mtllib and check_model_name(mtl.stem) and mtl.is_file() else default_mtl(mesh)
+    # The OBJ's own mtllib, when it is a plain file name next to it (never a path out of the folder).
+    mtl = models_dir / mesh.mtllib if mesh.mtllib and is_plain_name(mesh.mtllib) else None
+    mtl_text = mtl.read_text() if mtl is not None and mtl.is_file() else default_mtl(mesh)
     return mesh, mtl_text

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from treecore.files import atomic_writer
 from treecore.mesh import Mesh
 from treecore.types import Tree
 
@@ -380,7 +380,10 @@ def default_mtl(mesh: Mesh) -> str:
 
 
 def write_obj(path: str | os.PathLike[str], trees: Sequence[Tree], mesh: Mesh, *, mtl_text: str) -> tuple[Path, Path]:
-    """Write scene.obj and scene.mtl next to each other, each atomically (temp file, then rename).
+    """Write scene.obj and scene.mtl next to each other, each atomically and durably (treecore.files).
+
+    Both are written in full before either is renamed into place, so a failure while formatting leaves
+    both files as they were.
 
     Args:
         path: the .obj path; the MTL takes the same name with .mtl.
@@ -393,23 +396,8 @@ def write_obj(path: str | os.PathLike[str], trees: Sequence[Tree], mesh: Mesh, *
     """
     obj_path = Path(path)
     mtl_path = obj_path.with_suffix(".mtl")
-    temps = []
-    try:
-        for target, parts in (
-            (mtl_path, iter([mtl_text.encode()])),
-            (obj_path, iter_obj_parts(trees, mesh, mtl_name=mtl_path.name)),
-        ):
-            fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-            temps.append(temp)
-            with os.fdopen(fd, "wb") as handle:
-                for part in parts:
-                    handle.write(part)
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(temps[0], mtl_path)
-        os.replace(temps[1], obj_path)
-    except BaseException:
-        for temp in temps:
-            Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(obj_path) as obj, atomic_writer(mtl_path) as mtl:
+        mtl.write(mtl_text.encode())
+        for part in iter_obj_parts(trees, mesh, mtl_name=mtl_path.name):
+            obj.write(part)
     return obj_path, mtl_path

@@ -47,7 +47,7 @@ def _rayservice(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _pod_templates(svc: dict[str, Any]) -> list[dict[str, Any]]:
     cluster = svc["spec"]["rayClusterConfig"]
-    return [cluster["headGroupSpec"]["template"]] + [w["template"] for w in cluster["workerGroupSpecs"]]
+    return [cluster["headGroupSpec"]["template"]] + [w["template"] for w in cluster.get("workerGroupSpecs") or []]
 
 
 def test_crd_copies_are_the_pinned_v1_7_0_files() -> None:
@@ -61,17 +61,32 @@ def test_every_rendered_object_is_valid(rendered: list[dict[str, Any]]) -> None:
     assert {k: v for k, v in problems.items() if v} == {}
 
 
+def _detector_cpus() -> float:
+    # CPUs the Detector's min_replicas take: what a one-pod cluster's head must offer.
+    app = yaml.safe_load(SERVE_CONFIG.read_text(encoding="utf-8"))["applications"][0]
+    (detector,) = [d for d in app["deployments"] if d["name"] == "Detector"]
+    return float(detector["autoscaling_config"]["min_replicas"] * detector["ray_actor_options"]["num_cpus"])
+
+
 def test_rayservice_shape(rendered: list[dict[str, Any]]) -> None:
     svc = _rayservice(rendered)
     assert svc["apiVersion"] == "ray.io/v1" and len(svc["metadata"]["name"]) <= 47
     cluster = svc["spec"]["rayClusterConfig"]
-    assert cluster["enableInTreeAutoscaling"] is True
     head = cluster["headGroupSpec"]
-    assert head["rayStartParams"]["num-cpus"] == "0"
-    (workers,) = cluster["workerGroupSpecs"]
-    assert 1 <= workers["minReplicas"] <= workers["replicas"] <= workers["maxReplicas"]
-    assert cluster["autoscalerOptions"]["resources"]["requests"] and cluster["autoscalerOptions"]["resources"]["limits"]
-    for group in [head, workers]:
+    groups = cluster.get("workerGroupSpecs") or []
+    if groups:  # worker pods run the Serve replicas; the autoscaler adds them
+        assert cluster["enableInTreeAutoscaling"] is True
+        assert head["rayStartParams"]["num-cpus"] == "0"
+        (workers,) = groups
+        assert 1 <= workers["minReplicas"] <= workers["replicas"] <= workers["maxReplicas"]
+        resources = cluster["autoscalerOptions"]["resources"]
+        assert resources["requests"] and resources["limits"]
+    else:  # one pod (the local overlay): the head runs the Serve replicas, nothing to autoscale
+        assert cluster.get("enableInTreeAutoscaling") is not True and "autoscalerOptions" not in cluster
+        cpus = float(head["rayStartParams"]["num-cpus"])
+        limit = str(head["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"])
+        assert _detector_cpus() <= cpus <= (int(limit[:-1]) / 1000 if limit.endswith("m") else float(limit))
+    for group in [head, *groups]:
         spec = group["template"]["spec"]
         (container,) = spec["containers"]
         res = container["resources"]
@@ -92,6 +107,62 @@ def _bytes(quantity: str) -> int:
     assert match, quantity
     scale = {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 10**3, "M": 10**6, "G": 10**9}
     return int(match.group(1)) * scale[match.group(2)]
+
+
+#: The settings that send stored models to Azure Blob instead of the local folder (serve_app.storage.make_store).
+AZURE_STORAGE = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_URL")
+
+
+def _azure_storage_in(template: dict[str, Any], docs: list[dict[str, Any]], svc: dict[str, Any]) -> set[str]:
+    """The Azure storage settings a pod's container gets: env, envFrom ConfigMaps or Secrets, serve runtime_env."""
+    (container,) = template["spec"]["containers"]
+    found = {e["name"] for e in container.get("env") or [] if e.get("value") or e.get("valueFrom")}
+    maps = {d["metadata"]["name"]: d.get("data") or {} for d in docs if d["kind"] == "ConfigMap"}
+    for source in container.get("envFrom") or []:
+        if "configMapRef" in source:
+            found |= {k for k, v in maps[source["configMapRef"]["name"]].items() if v}
+        if "secretRef" in source:  # its keys are not in git: a Secret could hold the connection string
+            found.add("AZURE_STORAGE_CONNECTION_STRING")
+    for app in yaml.safe_load(svc["spec"]["serveConfigV2"])["applications"]:
+        found |= {k for k, v in ((app.get("runtime_env") or {}).get("env_vars") or {}).items() if v}
+    return found & set(AZURE_STORAGE)
+
+
+def _most_pods(cluster: dict[str, Any]) -> int:
+    groups = cluster.get("workerGroupSpecs") or []
+    return 1 + sum(max(g.get("replicas", 0), g.get("maxReplicas", 0)) * g.get("numOfHosts", 1) for g in groups)
+
+
+def test_every_overlay_is_checked() -> None:
+    assert sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir()) == sorted(OVERLAYS)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_local_storage_is_never_combined_with_more_than_one_pod(overlay: str) -> None:
+    """Local storage is one node only: GET /download reads the folder of its own pod (serve_app/storage/local.py)."""
+    docs = _render(f"overlays/{overlay}")
+    svc = _rayservice(docs)
+    azure = [bool(_azure_storage_in(t, docs, svc)) for t in _pod_templates(svc)]
+    assert len(set(azure)) == 1, "every pod must use the same storage"
+    if not azure[0]:
+        most = _most_pods(svc["spec"]["rayClusterConfig"])
+        assert most == 1, (
+            f"overlays/{overlay}: local model storage with up to {most} pods; set Azure storage or one pod"
+        )
+
+
+def test_the_rule_sees_multi_pod_local_storage() -> None:
+    # The base alone (never applied: README) is that combination: worker pods and no storage setting.
+    docs = _render("base")
+    svc = _rayservice(docs)
+    assert not any(_azure_storage_in(t, docs, svc) for t in _pod_templates(svc))
+    assert _most_pods(svc["spec"]["rayClusterConfig"]) > 1
+    aks = _render("overlays/aks")
+    assert all(
+        _azure_storage_in(t, aks, _rayservice(aks)) == {"AZURE_STORAGE_ACCOUNT_URL"}
+        for t in _pod_templates(_rayservice(aks))
+    )
+    assert "not applied alone" in (K8S / "base" / "kustomization.yaml").read_text(encoding="utf-8")
 
 
 def test_ray_version_agrees_with_requirements_and_dockerfile(rendered: list[dict[str, Any]]) -> None:

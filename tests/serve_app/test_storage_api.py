@@ -161,7 +161,6 @@ def test_disk_full_is_503_and_leaves_no_temp_file(tmp_path: Path, monkeypatch: p
 
     from fastapi.testclient import TestClient
 
-    import serve_app.storage as storage
     from serve_app.ingress import create_app
     from serve_app.pipeline import LocalStages
     from serve_app.settings import Settings
@@ -169,7 +168,7 @@ def test_disk_full_is_503_and_leaves_no_temp_file(tmp_path: Path, monkeypatch: p
     def no_space(fd: int) -> None:  # what the kernel says when the filesystem is full at flush time
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(storage.os, "fsync", no_space)
+    monkeypatch.setattr(os, "fsync", no_space)  # the one durable write: treecore.files.atomic_writer
     folder = tmp_path / "models"
     settings = Settings(generated_models_dir=folder, large_model_threshold=5)
     stages = LocalStages(ModelBuilder(LocalModelStore(folder, "/download")), max_pixels=10**7)
@@ -253,3 +252,30 @@ def test_a_failed_mtl_takes_its_obj_back_out(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="MTL"):
         builder.build(trees, "tree_lowpoly", store=True, name="scene")
     assert list(folder.iterdir()) == []  # no OBJ whose mtllib names a missing file
+
+
+def test_downloads_are_read_through_the_local_store(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from serve_app.ingress import create_app
+    from serve_app.pipeline import LocalStages
+    from serve_app.settings import Settings
+
+    folder = tmp_path / "models"
+    store = LocalModelStore(folder, "/download")
+    settings = Settings(generated_models_dir=folder)
+    with TestClient(create_app(settings, LocalStages(ModelBuilder(store), max_pixels=10**7))) as client:
+        body = b"v 0 0 0\n" * 300_000  # more than one chunk
+        store.save("scene.obj", [body], content_type="model/obj")
+        store.save("scene.zip", [b"PK"], content_type="application/zip")
+        download = client.get("/download/scene.obj")
+        assert download.status_code == 200 and download.content == body
+        assert download.headers["content-length"] == str(len(body))
+        assert download.headers["content-type"].startswith("model/obj")
+        assert download.headers["content-disposition"] == 'attachment; filename="scene.obj"'
+        assert client.get("/download/scene.zip").headers["content-type"] == "application/zip"
+        (folder / ".scene.obj.abcd.part").write_bytes(b"half")
+        (folder / "notes.txt").write_bytes(b"not a model")
+        for absent in (".scene.obj.abcd.part", "notes.txt", "other.obj", "scene.mtl"):
+            response = client.get(f"/download/{absent}")
+            assert response.status_code == 404 and "no stored model" in response.json()["detail"], absent

@@ -1,4 +1,4 @@
-"""LocalModelStore: atomic saves, names, an unwritable folder, temp file cleanup."""
+"""LocalModelStore: atomic saves, names, an unwritable folder, temp file cleanup, downloads."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.storage import LocalModelStore, StorageError, StoredModel, check_name
+from serve_app.storage import LocalModelStore, NotStoredError, StorageError, StoredModel, check_name
+from treecore.errors import UnknownModelError
+from treecore.files import MAX_NAME_LENGTH
 
 
 class Boom(RuntimeError):
@@ -167,7 +169,8 @@ BAD_NAMES = [
     "a.obj\n",
     "a\x00b",
     "scène.obj",
-    "x" * 129,
+    "x" * (MAX_NAME_LENGTH + 1),
+    "x" * 125 + ".obj",
 ]
 
 
@@ -176,28 +179,71 @@ def test_names_that_are_not_plain_are_refused(tmp_path: Path, name: str) -> None
     store = LocalModelStore(tmp_path, "/download")
     with pytest.raises(ValueError, match="not a plain file name"):
         store.save(name, [b"x"], content_type="model/obj")
-    with pytest.raises(ValueError):
-        store.open_path(name)
+    with pytest.raises(NotStoredError):
+        store.open_download(name)
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("name", ["scene.obj", "trees_2026-11-25T10-00-00_5000.obj", "A", "x" * 128, "a.b.c"])
+@pytest.mark.parametrize(
+    "name", ["scene.obj", "trees_2026-11-25T10-00-00_5000.obj", "A", "x" * MAX_NAME_LENGTH, "x" * 124 + ".obj", "a.b.c"]
+)
 def test_plain_names_are_accepted(name: str) -> None:
     assert check_name(name) == name
 
 
-def test_open_path(tmp_path: Path) -> None:
+def _read(store: LocalModelStore, name: str) -> tuple[int, bytes]:
+    download = store.open_download(name, chunk_bytes=4)
+    assert download.name == name
+    return download.size_bytes, b"".join(download.chunks)
+
+
+def test_open_download_reads_a_stored_file_in_chunks(tmp_path: Path) -> None:
     store = LocalModelStore(tmp_path, "/download")
-    store.save("scene.obj", [b"x"], content_type="model/obj")
-    assert store.open_path("scene.obj") == tmp_path / "scene.obj"
-    with pytest.raises(FileNotFoundError):
-        store.open_path("absent.obj")
+    store.save("scene.obj", [b"0123456789"], content_type="model/obj")
+    download = store.open_download("scene.obj", chunk_bytes=4)
+    assert download.size_bytes == 10 and list(download.chunks) == [b"0123", b"4567", b"89"]
+    assert _read(store, "scene.obj") == (10, b"0123456789")
+
+
+def test_open_download_finds_only_stored_files(tmp_path: Path) -> None:
+    store = LocalModelStore(tmp_path, "/download")
+    for name in ("absent.obj", "folder.obj", ".scene.obj.abc.part", "../scene.obj"):
+        with pytest.raises(NotStoredError, match="no stored model") as caught:
+            store.open_download(name)
+        assert isinstance(caught.value, UnknownModelError)  # the service answers 404
     (tmp_path / "folder.obj").mkdir()
-    with pytest.raises(FileNotFoundError):
-        store.open_path("folder.obj")
-    (tmp_path / ".scene.obj.abc.part").write_bytes(b"half")
-    with pytest.raises(ValueError):
-        store.open_path(".scene.obj.abc.part")  # temporary files are never served
+    (tmp_path / ".scene.obj.abc.part").write_bytes(b"half")  # temporary files are never served
+    os.mkfifo(tmp_path / "fifo.obj")  # never opened (open() would wait for a writer)
+    for name in ("folder.obj", ".scene.obj.abc.part", "fifo.obj"):
+        with pytest.raises(NotStoredError):
+            store.open_download(name)
+    with pytest.raises(NotStoredError):
+        LocalModelStore(tmp_path / "never-made", "/d").open_download("scene.obj")
+
+
+def test_a_download_started_before_a_new_save_or_the_retention_reads_the_file_it_opened(tmp_path: Path) -> None:
+    store = LocalModelStore(tmp_path, "/download")
+    store.save("scene.obj", [b"old" * 10], content_type="model/obj")
+    download = store.open_download("scene.obj", chunk_bytes=7)
+    store.save("scene.obj", [b"new, and longer" * 10], content_type="model/obj")  # renamed over it
+    assert b"".join(download.chunks) == b"old" * 10 and download.size_bytes == 30
+    again = store.open_download("scene.obj")
+    store.delete("scene.obj")
+    assert b"".join(again.chunks) == b"new, and longer" * 10
+
+
+def test_a_download_dropped_unread_or_half_read_closes_its_file(tmp_path: Path) -> None:
+    store = LocalModelStore(tmp_path, "/download")
+    store.save("scene.obj", [b"x" * 100], content_type="model/obj")
+    before = len(os.listdir("/proc/self/fd"))
+    download = store.open_download("scene.obj")
+    assert len(os.listdir("/proc/self/fd")) == before + 1
+    del download  # no ResourceWarning (an error under pytest's filterwarnings): closed by us, not by the GC
+    assert len(os.listdir("/proc/self/fd")) == before
+    half = store.open_download("scene.obj", chunk_bytes=10)
+    next(half.chunks)  # a client that goes away half-way
+    del half
+    assert len(os.listdir("/proc/self/fd")) == before
 
 
 def test_cleanup_temp_removes_only_stale_temporary_files(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import UserDelegationKey
 
+from serve_app.settings import Settings
 from serve_app.storage import (
     CLOCK_SKEW_S,
     DELEGATION_KEY_LIFETIME_S,
@@ -33,7 +34,7 @@ from serve_app.storage import (
     make_store,
     storage_error,
 )
-from serve_app.storage_azure import blocks
+from serve_app.storage.azure import blocks
 
 ACCOUNT_URL = "https://account.blob.core.example/"
 FAKE_KEY = "a2V5LWtleS1rZXkta2V5LWtleS1rZXkta2V5LWtleQ=="
@@ -247,7 +248,7 @@ def test_storage_errors_say_which_failure(exc: Exception, expected: str) -> None
     assert "SECRET" not in message
 
 
-# ---- make_store(): a connection string wins, then an account URL, else the local folder ----
+# ---- make_store(settings): a connection string wins, then an account URL, else the local folder ----
 
 CONNECTION_STRING = (
     f"DefaultEndpointsProtocol=https;AccountName=account;AccountKey={FAKE_KEY};EndpointSuffix=core.example"
@@ -255,35 +256,39 @@ CONNECTION_STRING = (
 
 
 def test_make_store_prefers_the_connection_string(tmp_path: Path) -> None:
-    store = make_store(
-        connection_string=CONNECTION_STRING,
-        account_url="https://other.blob.core.example",
-        container="generated-models",
-        local_dir=tmp_path,
-        url_prefix="/download",
+    settings = Settings(
+        azure_connection_string=CONNECTION_STRING,
+        azure_account_url="https://other.blob.core.example",
+        generated_models_dir=tmp_path,
     )
+    store = make_store(settings)
     assert isinstance(store, AzureModelStore)
     assert store.describe() == "Azure Blob container generated-models at https://account.blob.core.example/"
     assert FAKE_KEY not in store.describe() + repr(store)
 
 
 def test_make_store_with_an_account_url_uses_entra_id(tmp_path: Path) -> None:
-    store = make_store(
-        connection_string=None,
-        account_url="https://account.blob.core.example",
-        container="generated-models",
-        local_dir=tmp_path,
-        url_prefix="/download",
-    )
-    assert isinstance(store, AzureModelStore) and store._account_key is None
+    settings = Settings(azure_account_url="https://account.blob.core.example", container_generated_models="scenes")
+    store = make_store(settings)
+    assert isinstance(store, AzureModelStore) and store._account_key is None and store.container == "scenes"
     assert type(store.service.credential).__name__ == "DefaultAzureCredential"
 
 
-def test_make_store_falls_back_to_the_local_folder(tmp_path: Path) -> None:
-    store = make_store(
-        connection_string="", account_url=None, container="c", local_dir=tmp_path, url_prefix="/d", retention_s=60
-    )
+def test_make_store_falls_back_to_the_local_folder_and_says_it_is_one_node_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(generated_models_dir=tmp_path, generated_models_retention_s=60)
+    with caplog.at_level("WARNING", logger="serve_app"):
+        store = make_store(settings, url_prefix="/d")
     assert isinstance(store, LocalModelStore) and store.root == tmp_path and store.retention_s == 60
+    assert store.url_prefix == "/d"
+    assert "this node only" in caplog.text and "AZURE_STORAGE_ACCOUNT_URL" in caplog.text
+
+
+def test_make_store_does_not_warn_about_azure(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="serve_app"):
+        make_store(Settings(azure_connection_string=CONNECTION_STRING))
+    assert caplog.text == ""
 
 
 @pytest.mark.parametrize(

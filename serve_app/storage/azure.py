@@ -2,7 +2,7 @@
 
 Two ways in: a connection string with an account key (the key signs the SAS; Azurite in tests), or an account
 URL with Entra ID (DefaultAzureCredential: workload identity on AKS; the SAS is signed with a user delegation
-key, cached and renewed before it runs out). Import the names from serve_app.storage.
+key, cached and renewed before it runs out). Downloads are the SAS URLs (from Blob Storage, not through us).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from azure.storage.blob import (
     generate_blob_sas,
 )
 
-from serve_app.storage import ModelTooLargeError, StorageError, StoredModel, check_name
+from serve_app.storage.types import Download, ModelTooLargeError, NotStoredError, StorageError, StoredModel, check_name
 
 #: Read-only SAS lifetime, seconds.
 SAS_LIFETIME_S = 3600
@@ -378,6 +378,16 @@ class AzureModelStore:
             return
         except AzureError as exc:
             raise self._error(exc) from None
+
+    def open_download(self, name: str) -> Download:
+        """Not served by the service: a stored model's download URL is the SAS URL of its blob.
+
+        Clients read it from Blob Storage directly; a large model never passes through the Serve proxy.
+
+        Raises:
+            NotStoredError: always.
+        """
+        raise NotStoredError("models are stored in Azure Blob Storage here: use the download_url you were given")
 
     def read_bytes(self, container: str, name: str, *, max_bytes: int = MAX_BASE_MODEL_BYTES) -> bytes | None:
         """A blob's bytes, or None when the container or the blob does not exist.
