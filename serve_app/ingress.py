@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.middleware.cors import CORSMiddleware
@@ -23,6 +23,7 @@ from serve_app.assembly import (
     ZIP_MEDIA_TYPE,
     InlineModel,
 )
+from serve_app.bounds import MAX_DIAMETER_M, MAX_ORIGIN_M, MAX_REAL_SIZE_M, MIN_REAL_SIZE_M, check_trees
 from serve_app.errors import add_exception_handlers
 from serve_app.jobs import JobTable
 from serve_app.metrics import Metrics
@@ -54,30 +55,54 @@ from treecore.geo import detection_geojson, resolve_georeference
 from treecore.imageio import check_image_size
 from treecore.report import result_to_dict
 from treecore.treesio import parse_trees
-from treecore.types import DetectionParams
+from treecore.types import METHODS, DetectionParams
 
 SERVICE = "tree-detection"
+#: The legacy backend's /health message, kept word for word (clients may compare it).
+HEALTH_MESSAGE = "Python FastAPI backend is running"
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse}
     for code in (400, 401, 404, 413, 422, 429, 503)  # every status errors.STATUS_CODES can give
 }
 
+#: The detection method of a request that names none (treecore's default).
+DEFAULT_METHOD = DetectionParams().method
+if TYPE_CHECKING:
+    Method = str
+else:  # the form's choices are treecore's methods: a new method there is offered here unchanged
+    Method = Literal[METHODS]
+
+
+def _metres(description: str, **bound: float) -> Any:
+    """A form field of metres: finite, with its lower bound, at most MAX_DIAMETER_M."""
+    return Form(
+        le=MAX_DIAMETER_M, allow_inf_nan=False, description=f"{description}, at most {MAX_DIAMETER_M:g}", **bound
+    )
+
+
+def _real_size(description: str) -> Any:
+    """A form field of an image's real size, metres: finite, from MIN_REAL_SIZE_M to MAX_REAL_SIZE_M."""
+    return Form(
+        ge=MIN_REAL_SIZE_M,
+        le=MAX_REAL_SIZE_M,
+        allow_inf_nan=False,
+        description=f"{description}, {MIN_REAL_SIZE_M:g} to {MAX_REAL_SIZE_M:g}",
+    )
+
 
 def detection_params(
-    hue_min: Annotated[int, Form(description="OpenCV hue, 0-179")] = 35,
-    hue_max: Annotated[int, Form(description="OpenCV hue, 0-179")] = 85,
-    sat_min: Annotated[int, Form(description="0-255")] = 40,
-    sat_max: Annotated[int, Form(description="0-255")] = 255,
-    val_min: Annotated[int, Form(description="0-255")] = 40,
-    val_max: Annotated[int, Form(description="0-255")] = 255,
-    min_diameter: Annotated[float, Form(description="smallest crown, metres")] = 3.0,
-    max_diameter: Annotated[float, Form(description="largest crown, metres")] = 15.0,
-    cluster_threshold: Annotated[float, Form(description="merge trees closer than this, metres (0: off)")] = 10.0,
-    real_width: Annotated[float, Form(description="metres the image covers left to right")] = 100.0,
-    real_height: Annotated[float, Form(description="metres the image covers top to bottom")] = 100.0,
-    method: Annotated[
-        Literal["watershed", "legacy"], Form(description="watershed splits touching crowns; legacy = old backend")
-    ] = "watershed",
+    hue_min: Annotated[int, Form(ge=0, le=179, description="OpenCV hue, 0-179")] = 35,
+    hue_max: Annotated[int, Form(ge=0, le=179, description="OpenCV hue, 0-179")] = 85,
+    sat_min: Annotated[int, Form(ge=0, le=255, description="0-255")] = 40,
+    sat_max: Annotated[int, Form(ge=0, le=255, description="0-255")] = 255,
+    val_min: Annotated[int, Form(ge=0, le=255, description="0-255")] = 40,
+    val_max: Annotated[int, Form(ge=0, le=255, description="0-255")] = 255,
+    min_diameter: Annotated[float, _metres("smallest crown, metres", ge=0)] = 3.0,
+    max_diameter: Annotated[float, _metres("largest crown, metres", gt=0)] = 15.0,
+    cluster_threshold: Annotated[float, _metres("merge trees closer than this, metres (0: off)", ge=0)] = 10.0,
+    real_width: Annotated[float, _real_size("metres the image covers left to right")] = 100.0,
+    real_height: Annotated[float, _real_size("metres the image covers top to bottom")] = 100.0,
+    method: Annotated[Method, Form(description=f"one of {', '.join(METHODS)}")] = DEFAULT_METHOD,
 ) -> DetectionParams:
     """The legacy form fields, with their legacy defaults, as DetectionParams (which checks every range)."""
     return DetectionParams(
@@ -148,10 +173,22 @@ class OutputOptions:
 
 def output_options(
     origin_easting: Annotated[
-        float | None, Form(description="GeoJSON: CRS easting of the image's top-left corner, metres (needs epsg)")
+        float | None,
+        Form(
+            ge=-MAX_ORIGIN_M,
+            le=MAX_ORIGIN_M,
+            allow_inf_nan=False,
+            description="GeoJSON: CRS easting of the image's top-left corner, metres (needs epsg)",
+        ),
     ] = None,
     origin_northing: Annotated[
-        float | None, Form(description="GeoJSON: CRS northing of the image's top-left corner, metres (needs epsg)")
+        float | None,
+        Form(
+            ge=-MAX_ORIGIN_M,
+            le=MAX_ORIGIN_M,
+            allow_inf_nan=False,
+            description="GeoJSON: CRS northing of the image's top-left corner, metres (needs epsg)",
+        ),
     ] = None,
     epsg: Annotated[
         int | None,
@@ -256,7 +293,7 @@ def create_app(
     async def build_model(
         trees_payload: Any, base_model: str, progress: Progress, *, force_store: bool, fmt: str = "obj"
     ) -> tuple[InlineModel | StoredModel, int]:
-        trees = parse_trees(trees_payload, max_trees=settings.max_trees_limit)
+        trees = check_trees(parse_trees(trees_payload, max_trees=settings.max_trees_limit))
         base = check_model_name(base_model)
         store = force_store or len(trees) > settings.large_model_threshold
         progress.stage = "storing" if store else "generating"
@@ -284,7 +321,7 @@ def create_app(
     @app.get("/health", response_model=HealthResponse, tags=["service"])
     async def health() -> dict[str, Any]:
         """Liveness: 200 while the ingress answers (legacy body)."""
-        return {"status": "ok", "service": SERVICE, "version": __version__}
+        return {"status": "ok", "service": SERVICE, "message": HEALTH_MESSAGE, "version": __version__}
 
     @app.get("/", tags=["service"])
     async def info() -> dict[str, Any]:

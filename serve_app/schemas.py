@@ -63,6 +63,7 @@ class HealthResponse(BaseModel):
 
     status: str
     service: str
+    message: str
     version: str
 
 

@@ -89,12 +89,19 @@ def serve_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     }
 
 
-def wait_job(status_url: str, timeout: float = 120) -> dict[str, Any]:
-    """Poll a job until it ends; its last state, with "seen": the (stage, tiles_done) pairs seen on the way."""
+def wait_job(status_url: str, timeout: float = 120, *, client: TestClient | None = None) -> dict[str, Any]:
+    """Poll a job until it ends; its last state, with "seen": the (stage, tiles_done) pairs seen on the way.
+
+    Args:
+        status_url: the job's status_url.
+        timeout: seconds to wait at most.
+        client: the TestClient of an in-process app (default: real HTTP with httpx).
+    """
+    get = client.get if client is not None else lambda url: httpx.get(url, timeout=10)
     deadline = time.monotonic() + timeout
     seen_progress = set()
     while time.monotonic() < deadline:
-        job = httpx.get(status_url, timeout=10).json()
+        job = get(status_url).json()
         seen_progress.add((job["stage"], job["progress"]["tiles_done"]))
         if job["state"] in ("succeeded", "failed", "cancelled"):
             job["seen"] = seen_progress
