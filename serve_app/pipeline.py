@@ -28,9 +28,6 @@ from treecore.merge import merge_trees
 from treecore.tiles import halo_pixels, plan_tiles
 from treecore.types import DetectionParams, DetectionResult, Tile, Tree
 
-#: Pipeline stages a job reports, in order.
-STAGES = ("queued", "decoding", "detecting", "merging", "generating", "storing", "done")
-
 
 @dataclass
 class Progress:
