@@ -53,7 +53,7 @@ class ServiceUnavailableError(ServiceError):
 
 
 #: Status code per error class; a subclass not listed takes its nearest listed base class's code.
-STATUS_CODES: dict[type[BaseException], int] = {
+STATUS_CODES: dict[type[Exception], int] = {
     InvalidImageError: 400,
     InvalidGeoreferenceError: 422,
     InvalidParametersError: 422,
@@ -101,7 +101,7 @@ def error_body(exc: BaseException) -> dict[str, str]:
     return {"detail": str(exc)}
 
 
-def add_exception_handlers(app: FastAPI, status_codes: dict[type[BaseException], int] = STATUS_CODES) -> None:
+def add_exception_handlers(app: FastAPI, status_codes: dict[type[Exception], int] = STATUS_CODES) -> None:
     """Register one handler per error class that answers {"detail": message} with its status.
 
     Args:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from serve_app.errors import JobNotFoundError, TooManyJobsError, error_body, status_for
-from serve_app.pipeline import Progress
+from serve_app.progress import Progress
 
 logger = logging.getLogger("serve_app")
 

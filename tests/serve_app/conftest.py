@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -13,14 +14,16 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from scripts.make_sample import make_scene
 from scripts.render_serve_config import serve_config_env_vars
+from serve_app.api import create_app
 from serve_app.assembly import ModelBuilder
-from serve_app.ingress import create_app
-from serve_app.pipeline import LocalStages
+from serve_app.catalog import LocalCatalogView
 from serve_app.settings import Settings
+from serve_app.stages import LocalStages
 from serve_app.storage import LocalModelStore
 from tests.serve_app.azurite import Azurite
 
@@ -46,6 +49,12 @@ def scene_png() -> bytes:
     return make_scene(1024)
 
 
+def local_app(settings: Settings, stages: LocalStages) -> FastAPI:
+    """create_app over in-process stages and their builder's catalogue."""
+    catalog = stages.builder.catalog
+    return create_app(settings, stages, LocalCatalogView(catalog), models_dir=catalog.models_dir)
+
+
 def local_client(tmp_path: Path, **overrides: Any) -> TestClient:
     """A TestClient on create_app with in-process stages and local storage in tmp_path."""
     models = tmp_path / "generated"
@@ -53,7 +62,7 @@ def local_client(tmp_path: Path, **overrides: Any) -> TestClient:
     settings = Settings(generated_models_dir=models, **overrides)
     builder = ModelBuilder(LocalModelStore(models, "/download"), workers=2)
     stages = LocalStages(builder, max_pixels=settings.max_image_pixels, workers=2, min_tile_pixels=200_000)
-    return TestClient(create_app(settings, stages))
+    return TestClient(local_app(settings, stages))
 
 
 @pytest.fixture
@@ -150,13 +159,10 @@ def serve_url(serve_env: dict[str, str]) -> Iterator[str]:
             "Detector": {"num_replicas": 2, "max_ongoing_requests": 1, **half_cpu},
         }
         serve.run(bind_graph(args, options=options), name="tree-detection", route_prefix="/")
-        secured_env = {"runtime_env": {"env_vars": {"API_KEY": API_KEY}}, "num_cpus": 0}
-        secured = {
-            **options,
-            "Ingress": {"ray_actor_options": secured_env},
-            "Detector": {"num_replicas": 1, **half_cpu},
-        }
-        serve.run(bind_graph(args, options=secured), name="secured", route_prefix="/secured")
+        secured = {**options, "Detector": {"num_replicas": 1, **half_cpu}}
+        # The settings are read once, here in build_app's process, and bound into every deployment.
+        with_key = dataclasses.replace(Settings.from_env(), api_key=API_KEY)
+        serve.run(bind_graph(args, settings=with_key, options=secured), name="secured", route_prefix="/secured")
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

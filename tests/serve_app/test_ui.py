@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from serve_app.middleware import ApiKeyMiddleware
-from serve_app.ui import CONTENT_SECURITY_POLICY, UI_DIR
+from serve_app.api.middleware import ApiKeyMiddleware
+from serve_app.api.ui import CONTENT_SECURITY_POLICY, UI_DIR
 from tests.serve_app.conftest import API_KEY, local_client
 from treecore.imageio import decode_image
 
