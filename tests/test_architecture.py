@@ -191,3 +191,16 @@ def test_every_serve_app_module_is_on_the_architecture_page() -> None:
         and f"`{m.rpartition('.')[2]}`" not in text
     ]
     assert not unlisted, f"modules docs/architecture.md does not mention: {unlisted}"
+
+
+def test_settings_are_read_in_build_app_only() -> None:
+    # Settings read once, bound into every deployment: no other module reads the environment.
+    readers = sorted(
+        module
+        for module, path in MODULES.items()
+        if module.startswith("serve_app")
+        and module not in ("serve_app.settings", "serve_app.builder")
+        and any(word in path.read_text() for word in ("from_env(", "os.environ", "os.getenv"))
+    )
+    assert readers == []
+    assert "Settings.from_env()" in MODULES["serve_app.builder"].read_text()
