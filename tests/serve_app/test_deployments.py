@@ -170,3 +170,15 @@ def test_build_app_binds_settings_read_once(monkeypatch: pytest.MonkeyPatch) -> 
 def test_replica_count_falls_back_to_one_outside_serve() -> None:
     stages = ServeStages(*(FakeHandle(object()),) * 3, StageOptions(1, 1, 1), Metrics())
     assert asyncio.run(stages.detector_replicas()) == 1
+
+
+def test_ray_metrics_count_like_the_in_memory_ones() -> None:
+    from serve_app.metrics import RayMetrics
+
+    metrics = RayMetrics()  # Ray's metric objects need no running replica to be made and updated
+    metrics.request("/detect-trees", 200)
+    metrics.detected(2, 3)
+    metrics.detected(1, 0)
+    metrics.retried("detect")
+    metrics.stage("decode", 0.1)
+    assert metrics.snapshot() == {"requests": 1, "trees_detected": 3, "tiles": 3, "replica_retries": 1}
