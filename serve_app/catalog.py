@@ -59,8 +59,13 @@ def _is_model_name(stem: str) -> bool:
         return False
 
 
+def in_package(models_dir: Path, stem: str) -> bool:
+    """Whether the package has the model `stem` (its OBJ): then that model wins a name clash, everywhere."""
+    return (models_dir / f"{stem}.obj").is_file()
+
+
 def package_path(models_dir: Path, filename: str) -> Path | None:
-    """The packaged file of a model file name, when the package has that model: the one rule of a name clash.
+    """The packaged file of a model file name, when the package has that model (see in_package).
 
     Args:
         models_dir: the package's models folder.
@@ -73,7 +78,7 @@ def package_path(models_dir: Path, filename: str) -> Path | None:
         UnknownModelError: not a model file name, or a packaged model without that file.
     """
     stem, ext = split_model_file_name(filename)
-    if not (models_dir / f"{stem}.obj").is_file():
+    if not in_package(models_dir, stem):
         return None
     path = models_dir / f"{stem}.{ext}"
     if not path.is_file():
@@ -145,12 +150,11 @@ class Catalog:
             return loaded
 
     def _load(self, stem: str) -> tuple[tuple[Mesh, str], bool]:
-        try:  # the package first: a package model wins a name clash
-            return load_model(stem, self.models_dir), False
-        except UnknownModelError:
-            found = self.remote(stem) if self.remote is not None else None
-            if found is None:
-                raise
+        if in_package(self.models_dir, stem) or self.remote is None:
+            return load_model(stem, self.models_dir), False  # UnknownModelError names the packaged models
+        found = self.remote(stem)
+        if found is None:
+            raise UnknownModelError(f"no tree model named {stem!r} (see GET /tree-models)")
         obj_text, mtl_text = found
         try:
             mesh = normalised(load_obj(obj_text, name=stem))
@@ -185,7 +189,7 @@ class Catalog:
             StorageError: the remote listing failed.
         """
         package = list_models(self.models_dir)
-        remote = [name for name in self._remote_names() if name not in set(package)]
+        remote = [name for name in self._remote_names() if not in_package(self.models_dir, name)]
         return [TreeModelEntry(n, "package") for n in package] + [TreeModelEntry(n, "blob") for n in remote]
 
     def file(self, filename: str) -> bytes:
