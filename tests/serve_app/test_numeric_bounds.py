@@ -20,6 +20,7 @@ from treecore.types import Tree
 
 #: The float range's edges: zeros, the smallest subnormal, the largest finite values, and the specials as strings.
 EXTREMES = ["0", "-0", "5e-324", "-5e-324", "1e308", "-1e308", "1e300", "nan", "inf", "-inf", "NaN", "-Infinity"]
+EXTREMES += [str(10**30), str(-(10**30))]  # integers past any machine word, for the integer fields
 FORM_FIELDS = [*LEGACY_FORM, "origin_easting", "origin_northing", "epsg"]
 TREE_FIELDS = ["x", "y", "diameter", "id", "pixel_x", "pixel_y", "pixel_diameter"]
 SMALL_PNG = make_scene(96)
@@ -65,7 +66,7 @@ def test_job_form_fields_are_bounded(client: TestClient, field: str, value: str)
 
 def _tree_values() -> list[Any]:
     """JSON numbers (as Python floats) and the special values as strings and as JSON's non-standard literals."""
-    return [0, -0.0, 5e-324, -5e-324, 1e308, -1e308, 1e300, -1e300, "nan", "inf", "-inf", "1e300"]
+    return [0, -0.0, 5e-324, -5e-324, 1e308, -1e308, 1e300, -1e300, 10**30, "nan", "inf", "-inf", "1e300"]
 
 
 @pytest.mark.parametrize("fmt", ["obj", "zip", "glb"])
