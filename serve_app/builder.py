@@ -1,4 +1,4 @@
-"""`build_app(args)`: the application graph, from the typed `args` of serve_config.yaml."""
+"""`build_app(args)`: the application graph, from the typed `args` of serve_config.yaml and the settings, read once."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 from ray.serve.deployment import Deployment
 
-from serve_app.deployments import Detector, Ingress, ModelAssembler, StageOptions, TileSplitter
+from serve_app.deployments import Detector, Ingress, ModelAssembler, TileSplitter
+from serve_app.serve_stages import StageOptions
 from serve_app.settings import Settings
 from treecore.basemodels import DEFAULT_MODELS_DIR
 
@@ -26,30 +27,37 @@ class AppArgs(BaseModel):
     models_dir: str = Field(str(DEFAULT_MODELS_DIR), description="folder of base tree models")
 
 
-def bind_graph(app_args: AppArgs, *, options: dict[str, dict[str, Any]] | None = None) -> Application:
-    """Bind Ingress over TileSplitter, Detector and ModelAssembler.
+def bind_graph(
+    app_args: AppArgs, *, settings: Settings | None = None, options: dict[str, dict[str, Any]] | None = None
+) -> Application:
+    """Bind Ingress over TileSplitter, Detector and ModelAssembler, with the settings bound into each.
 
     Args:
         app_args: structural arguments.
+        settings: process settings (default: read from this process's environment, once, here).
         options: per deployment name, `.options(...)` keyword arguments (tests size replicas this way;
             serve_config.yaml does it for `serve run` and KubeRay).
 
     Returns:
         The bound application.
+
+    Raises:
+        SettingsError: a variable of the environment that cannot be used (at deploy time, not on the first request).
     """
+    settings = settings if settings is not None else Settings.from_env()
     options = options or {}
 
-    def with_options(deployment: Deployment) -> Deployment:
-        return deployment.options(**options[deployment.name]) if deployment.name in options else deployment
+    def with_options(deployment: Any) -> Deployment:
+        named: Deployment = deployment
+        return named.options(**options[named.name]) if named.name in options else named
 
-    settings = Settings.from_env()  # fail at deploy time, not on the first request, on a bad variable
-    splitter = with_options(TileSplitter).bind(settings.max_image_pixels)
+    splitter = with_options(TileSplitter).bind(settings)
     detector = with_options(Detector).bind()
     assembler = with_options(ModelAssembler).bind(
-        app_args.models_dir, app_args.assembler_threads, app_args.trees_per_part
+        settings, app_args.models_dir, app_args.assembler_threads, app_args.trees_per_part
     )
     stage_options = StageOptions(app_args.tiles_per_replica, app_args.min_tile_pixels, app_args.detector_attempts)
-    return with_options(Ingress).bind(splitter, detector, assembler, stage_options, app_args.models_dir)
+    return with_options(Ingress).bind(settings, splitter, detector, assembler, stage_options, app_args.models_dir)
 
 
 def build_app(args: dict[str, Any]) -> Application:

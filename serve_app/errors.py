@@ -6,7 +6,9 @@
     └── ServiceUnavailableError    a pipeline stage failed after its retries (503)
 
 treecore errors (the user's input) and storage errors (the service's storage: 503, but a stored base model
-too large to read: 413) are mapped here too.
+too large to read: 413) are mapped here too, and so is a plain ValueError (422): treecore's writers (objwriter,
+gltf) raise it for values they cannot write. The input bounds (serve_app.bounds) refuse such values first,
+naming the field; this entry is the backstop, so that no input reaches a 500 through them.
 Every exception takes one message argument, so it pickles across Ray replicas unchanged.
 """
 
@@ -51,7 +53,7 @@ class ServiceUnavailableError(ServiceError):
 
 
 #: Status code per error class; a subclass not listed takes its nearest listed base class's code.
-STATUS_CODES: dict[type[BaseException], int] = {
+STATUS_CODES: dict[type[Exception], int] = {
     InvalidImageError: 400,
     InvalidGeoreferenceError: 422,
     InvalidParametersError: 422,
@@ -66,6 +68,7 @@ STATUS_CODES: dict[type[BaseException], int] = {
     ServiceUnavailableError: 503,
     ModelTooLargeError: 413,
     StorageError: 503,
+    ValueError: 422,
 }
 
 
@@ -98,7 +101,7 @@ def error_body(exc: BaseException) -> dict[str, str]:
     return {"detail": str(exc)}
 
 
-def add_exception_handlers(app: FastAPI, status_codes: dict[type[BaseException], int] = STATUS_CODES) -> None:
+def add_exception_handlers(app: FastAPI, status_codes: dict[type[Exception], int] = STATUS_CODES) -> None:
     """Register one handler per error class that answers {"detail": message} with its status.
 
     Args:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from serve_app.errors import JobNotFoundError, TooManyJobsError, error_body, status_for
-from serve_app.pipeline import Progress
+from serve_app.progress import Progress
 
 logger = logging.getLogger("serve_app")
 
@@ -114,7 +114,14 @@ class JobTable:
         job = Job(id=secrets.token_urlsafe(12), kind=kind, created_at=self.clock())
         self._jobs[job.id] = job
         job.task = asyncio.create_task(self._run(job, work), name=f"job-{job.id}")
+        job.task.add_done_callback(lambda _: self._settle(job))
         return job
+
+    def _settle(self, job: Job) -> None:
+        # A task cancelled before it started never ran _run: without this it would stay "queued", counted as
+        # running, for ever.
+        if job.finished_at is None:
+            job.state, job.finished_at, job.task = "cancelled", self.clock(), None
 
     async def _run(self, job: Job, work: Work) -> None:
         job.state = "running"

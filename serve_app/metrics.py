@@ -83,7 +83,9 @@ class RayMetrics(Metrics):
         from ray.serve import metrics as serve_metrics
 
         self._requests = serve_metrics.Counter(
-            "tree_http_requests", description="HTTP requests by route and status.", tag_keys=("route", "status")
+            "tree_http_requests",
+            description="HTTP requests by route and status.",
+            tag_keys=("route", "status"),  # type: ignore[arg-type]  # Ray's stub says tuple[str]
         )
         self._trees = serve_metrics.Counter("tree_trees_detected", description="Trees detected (after the merge).")
         self._tiles = serve_metrics.Counter("tree_tiles", description="Tiles sent to Detector replicas.")

@@ -51,18 +51,12 @@ class StoredModelResponse(BaseModel):
     expires_in: int | None = Field(description="seconds the URL stays valid")
 
 
-class ModelOptions(BaseModel):
-    """Options of /generate-model, in the JSON body next to the trees (or as query parameters)."""
-
-    base_model: str = Field("tree_lowpoly", description="base tree model name (GET /tree-models)")
-    format: Literal["obj"] = "obj"
-
-
 class HealthResponse(BaseModel):
     """GET /health (legacy body plus the version)."""
 
     status: str
     service: str
+    message: str
     version: str
 
 

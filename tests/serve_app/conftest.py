@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -13,14 +14,16 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from scripts.make_sample import make_scene
 from scripts.render_serve_config import serve_config_env_vars
+from serve_app.api import create_app
 from serve_app.assembly import ModelBuilder
-from serve_app.ingress import create_app
-from serve_app.pipeline import LocalStages
+from serve_app.catalog import LocalCatalogView
 from serve_app.settings import Settings
+from serve_app.stages import LocalStages
 from serve_app.storage import LocalModelStore
 from tests.serve_app.azurite import Azurite
 
@@ -46,6 +49,12 @@ def scene_png() -> bytes:
     return make_scene(1024)
 
 
+def local_app(settings: Settings, stages: LocalStages) -> FastAPI:
+    """create_app over in-process stages and their builder's catalogue."""
+    catalog = stages.builder.catalog
+    return create_app(settings, stages, LocalCatalogView(catalog), models_dir=catalog.models_dir)
+
+
 def local_client(tmp_path: Path, **overrides: Any) -> TestClient:
     """A TestClient on create_app with in-process stages and local storage in tmp_path."""
     models = tmp_path / "generated"
@@ -53,7 +62,7 @@ def local_client(tmp_path: Path, **overrides: Any) -> TestClient:
     settings = Settings(generated_models_dir=models, **overrides)
     builder = ModelBuilder(LocalModelStore(models, "/download"), workers=2)
     stages = LocalStages(builder, max_pixels=settings.max_image_pixels, workers=2, min_tile_pixels=200_000)
-    return TestClient(create_app(settings, stages))
+    return TestClient(local_app(settings, stages))
 
 
 @pytest.fixture
@@ -89,12 +98,19 @@ def serve_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     }
 
 
-def wait_job(status_url: str, timeout: float = 120) -> dict[str, Any]:
-    """Poll a job until it ends; its last state, with "seen": the (stage, tiles_done) pairs seen on the way."""
+def wait_job(status_url: str, timeout: float = 120, *, client: TestClient | None = None) -> dict[str, Any]:
+    """Poll a job until it ends; its last state, with "seen": the (stage, tiles_done) pairs seen on the way.
+
+    Args:
+        status_url: the job's status_url.
+        timeout: seconds to wait at most.
+        client: the TestClient of an in-process app (default: real HTTP with httpx).
+    """
+    get = client.get if client is not None else lambda url: httpx.get(url, timeout=10)
     deadline = time.monotonic() + timeout
     seen_progress = set()
     while time.monotonic() < deadline:
-        job = httpx.get(status_url, timeout=10).json()
+        job = get(status_url).json()
         seen_progress.add((job["stage"], job["progress"]["tiles_done"]))
         if job["state"] in ("succeeded", "failed", "cancelled"):
             job["seen"] = seen_progress
@@ -143,13 +159,10 @@ def serve_url(serve_env: dict[str, str]) -> Iterator[str]:
             "Detector": {"num_replicas": 2, "max_ongoing_requests": 1, **half_cpu},
         }
         serve.run(bind_graph(args, options=options), name="tree-detection", route_prefix="/")
-        secured_env = {"runtime_env": {"env_vars": {"API_KEY": API_KEY}}, "num_cpus": 0}
-        secured = {
-            **options,
-            "Ingress": {"ray_actor_options": secured_env},
-            "Detector": {"num_replicas": 1, **half_cpu},
-        }
-        serve.run(bind_graph(args, options=secured), name="secured", route_prefix="/secured")
+        secured = {**options, "Detector": {"num_replicas": 1, **half_cpu}}
+        # The settings are read once, here in build_app's process, and bound into every deployment.
+        with_key = dataclasses.replace(Settings.from_env(), api_key=API_KEY)
+        serve.run(bind_graph(args, settings=with_key, options=secured), name="secured", route_prefix="/secured")
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

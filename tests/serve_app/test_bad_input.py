@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from scripts.make_sample import make_scene
-from tests.serve_app.conftest import LEGACY_FORM
+from tests.serve_app.conftest import LEGACY_FORM, wait_job
 
 pytestmark = pytest.mark.serve
 
@@ -237,8 +237,5 @@ def test_a_job_outlives_its_client(serve_url: str) -> None:
     files = {"image": ("t.png", make_scene(800), "image/png")}
     with httpx.Client() as client:  # this client goes away at once
         status_url = client.post(f"{serve_url}/jobs", files=files, data=LEGACY_FORM, timeout=60).json()["status_url"]
-    deadline = time.monotonic() + 60
-    while (job := httpx.get(status_url).json())["state"] not in ("succeeded", "failed"):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    job = wait_job(status_url, 60)
     assert job["state"] == "succeeded" and job["result"]["total_trees"] > 0

@@ -17,12 +17,13 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 from fastapi.testclient import TestClient
 
-from serve_app.assembly import REMOTE_TTL_S, ModelBuilder
-from serve_app.ingress import create_app
-from serve_app.pipeline import LocalStages
+from serve_app.assembly import ModelBuilder
+from serve_app.catalog import REMOTE_TTL_S
 from serve_app.settings import Settings
+from serve_app.stages import LocalStages
 from serve_app.storage import MAX_BASE_MODEL_BYTES, AzureModelStore, BlobModels, LocalModelStore
 from tests.serve_app.azurite import Azurite
+from tests.serve_app.conftest import local_app
 from treecore.basemodels import DEFAULT_MODELS_DIR, list_models
 
 pytestmark = pytest.mark.azurite
@@ -68,7 +69,7 @@ def _client(connection_string: str, models_container: str, *, clock: Clock | Non
         store, remote_models=BlobModels(store, models_container, **remote), clock=clock or Clock(), workers=1
     )
     settings = Settings(azure_connection_string=connection_string, large_model_threshold=50)
-    return TestClient(create_app(settings, LocalStages(builder, max_pixels=10**7)))
+    return TestClient(local_app(settings, LocalStages(builder, max_pixels=10**7)))
 
 
 @pytest.fixture
@@ -145,7 +146,7 @@ def test_a_package_model_wins_a_name_clash(
     # Generation takes the packaged model too: the same scene as a service without blob storage.
     request = {"trees": TREES, "base_model": "tree_lowpoly"}
     package_only = LocalStages(ModelBuilder(LocalModelStore(tmp_path, "/download"), workers=1), max_pixels=10**7)
-    with TestClient(create_app(Settings(generated_models_dir=tmp_path), package_only)) as plain:
+    with TestClient(local_app(Settings(generated_models_dir=tmp_path), package_only)) as plain:
         expected = plain.post("/generate-model", json=request)
     scene = client.post("/generate-model", json=request)
     assert scene.status_code == expected.status_code == 200 and scene.content == expected.content

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import trimesh
 from fastapi.testclient import TestClient
 
 from serve_app.settings import Settings
-from tests.serve_app.conftest import API_KEY, LEGACY_FORM, local_client
+from tests.serve_app.conftest import API_KEY, LEGACY_FORM, local_client, wait_job
 from treecore.basemodels import DEFAULT_MODELS_DIR, list_models
 from treecore.detect import detect_trees
 from treecore.imageio import decode_image
@@ -27,7 +26,13 @@ def _detect(client: TestClient, png: bytes, **form: str):
 
 def test_health_is_the_legacy_body_and_open(client: TestClient) -> None:
     body = client.get("/health").json()
-    assert body["status"] == "ok" and body["service"] == "tree-detection" and body["version"]
+    assert body == {
+        "status": "ok",
+        "service": "tree-detection",
+        "message": "Python FastAPI backend is running",
+        "version": body["version"],
+    }
+    assert body["version"]
 
 
 def test_info_lists_limits_and_pipeline(client: TestClient) -> None:
@@ -212,11 +217,7 @@ def test_download_refuses_path_tricks(client: TestClient) -> None:
 def test_job_runs_to_completion_with_progress(client: TestClient, scene_png: bytes) -> None:
     response = client.post("/jobs", files={"image": ("t.png", scene_png, "image/png")}, data=LEGACY_FORM)
     assert response.status_code == 202, response.text
-    status_url = response.json()["status_url"]
-    deadline = time.monotonic() + 60
-    while (job := client.get(status_url).json())["state"] not in ("succeeded", "failed"):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    job = wait_job(response.json()["status_url"], 60, client=client)
     assert job["state"] == "succeeded", job
     assert job["progress"]["tiles_done"] == job["progress"]["tiles_total"] == job["result"]["tile_count"]
     assert job["progress"]["trees_so_far"] == job["result"]["total_trees"] > 0
@@ -224,11 +225,8 @@ def test_job_runs_to_completion_with_progress(client: TestClient, scene_png: byt
 
 def test_detect_and_generate_job_stores_the_model(client: TestClient, scene_png: bytes) -> None:
     form = {**LEGACY_FORM, "kind": "detect-and-generate", "base_model": "tree_detailed"}
-    job_id = client.post("/jobs", files={"image": ("t.png", scene_png, "image/png")}, data=form).json()["id"]
-    deadline = time.monotonic() + 60
-    while (job := client.get(f"/jobs/{job_id}").json())["state"] not in ("succeeded", "failed"):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    created = client.post("/jobs", files={"image": ("t.png", scene_png, "image/png")}, data=form)
+    job = wait_job(created.json()["status_url"], 60, client=client)
     assert job["state"] == "succeeded", job
     model = job["result"]["model"]
     assert model["total_trees"] == job["result"]["detection"]["total_trees"]
@@ -239,11 +237,8 @@ def test_detect_and_generate_job_stores_the_model(client: TestClient, scene_png:
 def test_failed_job_reports_its_error(client: TestClient) -> None:
     # A PNG header with a plausible size but no image data: accepted at upload, fails in the decode stage.
     broken = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + (100).to_bytes(4, "big") * 2 + b"\x08\x02\x00\x00\x00"
-    job_id = client.post("/jobs", files={"image": ("t.png", broken, "image/png")}, data=LEGACY_FORM).json()["id"]
-    deadline = time.monotonic() + 30
-    while (job := client.get(f"/jobs/{job_id}").json())["state"] not in ("succeeded", "failed"):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    created = client.post("/jobs", files={"image": ("t.png", broken, "image/png")}, data=LEGACY_FORM)
+    job = wait_job(created.json()["status_url"], 30, client=client)
     assert job["state"] == "failed" and job["error"]["status"] == 400 and job["error"]["detail"]
 
 

@@ -8,8 +8,8 @@ import pytest
 from ray.exceptions import ActorDiedError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 
-from serve_app.deployments import call_with_retries, unwrap
 from serve_app.errors import ServiceUnavailableError, status_for
+from serve_app.serve_stages import call_with_retries, unwrap
 from treecore.errors import InvalidImageError
 
 

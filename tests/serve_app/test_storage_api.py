@@ -55,15 +55,15 @@ def test_failure_mid_upload_commits_nothing(azurite: Azurite) -> None:
 def test_large_model_through_the_api_goes_to_blob_storage(azurite: Azurite, tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from serve_app.ingress import create_app
-    from serve_app.pipeline import LocalStages
     from serve_app.settings import Settings
+    from serve_app.stages import LocalStages
+    from tests.serve_app.conftest import local_app
 
     store = AzureModelStore.from_connection_string(azurite.connection_string, _container())
     settings = Settings(azure_connection_string=azurite.connection_string, large_model_threshold=10)
     stages = LocalStages(ModelBuilder(store), max_pixels=10**7)
     trees = [{"x": 5.0 * i, "y": 3.0, "diameter": 3.0} for i in range(25)]
-    with TestClient(create_app(settings, stages)) as client:
+    with TestClient(local_app(settings, stages)) as client:
         body = client.post("/generate-model", json={"trees": trees}).json()
         assert body["download_url"].startswith(f"http://127.0.0.1:{azurite.port}/") and body["expires_in"] == 3600
         assert ACCOUNT_KEY not in str(body)
@@ -89,28 +89,28 @@ def test_base_model_from_the_tree_models_container(azurite: Azurite, tmp_path: P
     service.get_blob_client(models, "custom.mtl").upload_blob(b"newmtl leaf\nKd 0 1 0\n")
     store = AzureModelStore.from_connection_string(azurite.connection_string, _container())
     builder = ModelBuilder(LocalModelStore(tmp_path, "/d"), remote_models=blob_models(store, models))
-    mesh, mtl = builder.model("custom")
+    mesh, mtl = builder.catalog.lookup("custom")
     assert len(mesh.positions) == 4 and "newmtl leaf" in mtl
     built = builder.build([], "custom", store=False, name="scene")
     assert built.data.startswith(b"# Tree scene")
     from treecore.errors import UnknownModelError
 
     with pytest.raises(UnknownModelError):
-        builder.model("absent_everywhere")
+        builder.catalog.lookup("absent_everywhere")
 
 
 def test_storage_failure_is_503_and_leaves_nothing(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from serve_app.ingress import create_app
-    from serve_app.pipeline import LocalStages
     from serve_app.settings import Settings
+    from serve_app.stages import LocalStages
+    from tests.serve_app.conftest import local_app
 
     blocker = tmp_path / "models"
     blocker.write_text("a file where the models folder should be")
     settings = Settings(generated_models_dir=blocker, large_model_threshold=5)
     stages = LocalStages(ModelBuilder(LocalModelStore(blocker, "/download")), max_pixels=10**7)
-    with TestClient(create_app(settings, stages)) as client:
+    with TestClient(local_app(settings, stages)) as client:
         response = client.post("/generate-model", json={"trees": [{"x": 1.0, "y": 1.0, "diameter": 2.0}] * 10})
     assert response.status_code == 503 and "not writable" in response.json()["detail"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]
@@ -120,9 +120,9 @@ def test_storage_failure_is_503_and_leaves_nothing(tmp_path: Path) -> None:
 def test_azurite_stopped_during_an_upload_through_the_api(own_azurite: Azurite) -> None:
     from fastapi.testclient import TestClient
 
-    from serve_app.ingress import create_app
-    from serve_app.pipeline import LocalStages
     from serve_app.settings import Settings
+    from serve_app.stages import LocalStages
+    from tests.serve_app.conftest import local_app
 
     class StopsStorageMidway(ModelBuilder):
         """Stops Azurite after the first part of the scene has been staged."""
@@ -141,7 +141,7 @@ def test_azurite_stopped_during_an_upload_through_the_api(own_azurite: Azurite) 
     builder = StopsStorageMidway(store, trees_per_part=20)
     settings = Settings(azure_connection_string=own_azurite.connection_string, large_model_threshold=10)
     trees = [{"x": 5.0 * (i % 10), "y": 5.0 * (i // 10), "diameter": 3.0} for i in range(100)]
-    with TestClient(create_app(settings, LocalStages(builder, max_pixels=10**7))) as client:
+    with TestClient(local_app(settings, LocalStages(builder, max_pixels=10**7))) as client:
         response = client.post("/generate-model", json={"trees": trees})
         assert response.status_code == 503 and "unreachable" in response.json()["detail"]
         own_azurite.start()
@@ -161,9 +161,9 @@ def test_disk_full_is_503_and_leaves_no_temp_file(tmp_path: Path, monkeypatch: p
 
     from fastapi.testclient import TestClient
 
-    from serve_app.ingress import create_app
-    from serve_app.pipeline import LocalStages
     from serve_app.settings import Settings
+    from serve_app.stages import LocalStages
+    from tests.serve_app.conftest import local_app
 
     def no_space(fd: int) -> None:  # what the kernel says when the filesystem is full at flush time
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -172,7 +172,7 @@ def test_disk_full_is_503_and_leaves_no_temp_file(tmp_path: Path, monkeypatch: p
     folder = tmp_path / "models"
     settings = Settings(generated_models_dir=folder, large_model_threshold=5)
     stages = LocalStages(ModelBuilder(LocalModelStore(folder, "/download")), max_pixels=10**7)
-    with TestClient(create_app(settings, stages)) as client:
+    with TestClient(local_app(settings, stages)) as client:
         response = client.post("/generate-model", json={"trees": [{"x": 1.0, "y": 1.0, "diameter": 2.0}] * 10})
         assert response.status_code == 503, response.text
         assert "No space left on device" in response.json()["detail"]
@@ -185,16 +185,17 @@ import json, sys
 from pathlib import Path
 from fastapi.testclient import TestClient
 from serve_app.assembly import ModelBuilder
-from serve_app.ingress import create_app
-from serve_app.pipeline import LocalStages
+from serve_app.stages import LocalStages
 from serve_app.settings import Settings
+from serve_app.api import create_app
+from serve_app.catalog import LocalCatalogView
 from serve_app.storage import LocalModelStore
 
 folder = Path(sys.argv[1]) / "models"
 settings = Settings(generated_models_dir=folder, large_model_threshold=1)
 stages = LocalStages(ModelBuilder(LocalModelStore(folder, "/download")), max_pixels=10**7)
 big = [{"x": 3.0 * (i % 40), "y": 3.0 * (i // 40), "diameter": 2.0} for i in range(2000)]
-with TestClient(create_app(settings, stages)) as client:
+with TestClient(create_app(settings, stages, LocalCatalogView(stages.builder.catalog))) as client:
     full = client.post("/generate-model", json={"trees": big})
     left = sorted(p.name for p in folder.iterdir())
     small = client.post("/generate-model", json={"trees": big[:3]})
@@ -257,14 +258,14 @@ def test_a_failed_mtl_takes_its_obj_back_out(tmp_path: Path) -> None:
 def test_downloads_are_read_through_the_local_store(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from serve_app.ingress import create_app
-    from serve_app.pipeline import LocalStages
     from serve_app.settings import Settings
+    from serve_app.stages import LocalStages
+    from tests.serve_app.conftest import local_app
 
     folder = tmp_path / "models"
     store = LocalModelStore(folder, "/download")
     settings = Settings(generated_models_dir=folder)
-    with TestClient(create_app(settings, LocalStages(ModelBuilder(store), max_pixels=10**7))) as client:
+    with TestClient(local_app(settings, LocalStages(ModelBuilder(store), max_pixels=10**7))) as client:
         body = b"v 0 0 0\n" * 300_000  # more than one chunk
         store.save("scene.obj", [body], content_type="model/obj")
         store.save("scene.zip", [b"PK"], content_type="application/zip")

@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 
 from scripts.make_sample import make_scene
-from serve_app.ui import UI_DIR
+from serve_app.api.ui import UI_DIR
 from tests.serve_app.conftest import API_KEY
 from tests.treecore.conftest import SOIL_RGB, Disc, draw_scene, encode
 from treecore.detect import detect_trees

@@ -8,10 +8,10 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
 
-from serve_app.middleware import UI_PREFIX, ASGIApp, Message, Receive, Scope, Send
+from serve_app.api.middleware import UI_PREFIX, ASGIApp, Message, Receive, Scope, Send
 
 #: Where the page's files live (packaged with serve_app: pyproject's package-data has static/**).
-UI_DIR = Path(__file__).parent / "static" / "ui"
+UI_DIR = Path(__file__).resolve().parents[1] / "static" / "ui"
 #: Only the page's own files run; the canvas draws the user's image from a blob: URL; the page calls only its own
 #: service (a SAS download_url is a link the user follows: navigation, which connect-src does not govern).
 CONTENT_SECURITY_POLICY = (

@@ -19,9 +19,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Routes open without the API key (the load balancer's and KubeRay's health checks).
 OPEN_PATHS = frozenset({"/health", "/-/healthz", "/-/routes"})
-#: The tuning page's URL prefix (serve_app/ui.py mounts it here).
+#: The tuning page's URL prefix (serve_app/api/ui.py mounts it here).
 UI_PREFIX = "/ui"
-#: Path prefixes open without the API key: the tuning page's static files (serve_app/ui.py), which hold no secrets
+#: Path prefixes open without the API key: the tuning page's static files (serve_app/api/ui.py), which hold no secrets
 #: (the page sends the key its user types on its API calls). Only the prefix itself or a path below it: `/ui`,
 #: `/ui/app.js`, never `/uiX`. A path such as `/ui/../jobs` stays inside the /ui mount, whose StaticFiles refuses
 #: to leave its folder: the router matches whole paths and never resolves dot segments.
@@ -98,7 +98,7 @@ class ApiKeyMiddleware:
         self.app, self._key = app, api_key.encode()
 
     def _given(self, scope: Scope) -> bytes:
-        headers = dict(scope.get("headers") or [])
+        headers: dict[bytes, bytes] = dict(scope.get("headers") or [])
         auth = headers.get(b"authorization", b"")
         if auth[:7].lower() == b"bearer ":
             return auth[7:].strip()

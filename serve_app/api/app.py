@@ -1,0 +1,89 @@
+"""The app factory: one FastAPI app over the flows, the catalogue and the job table, with every router mounted."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from serve_app import __version__
+from serve_app.api import detect, downloads, jobs, models, service
+from serve_app.api.context import Service
+from serve_app.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware, HeadersAndMetricsMiddleware
+from serve_app.api.ui import mount_ui
+from serve_app.catalog import CatalogView
+from serve_app.errors import STATUS_CODES, add_exception_handlers
+from serve_app.jobs import JobTable
+from serve_app.metrics import Metrics
+from serve_app.orchestration import Flows
+from serve_app.schemas import ErrorResponse
+from serve_app.settings import Settings
+from serve_app.stages import Stages
+from treecore.basemodels import DEFAULT_MODELS_DIR
+
+#: Every status the error map can give, documented on every route.
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in sorted({*STATUS_CODES.values(), 401}) if code != 500
+}
+
+
+def create_app(
+    settings: Settings,
+    stages: Stages,
+    catalog: CatalogView,
+    *,
+    metrics: Metrics | None = None,
+    models_dir: Path = DEFAULT_MODELS_DIR,
+) -> FastAPI:
+    """The service's FastAPI app.
+
+    Args:
+        settings: process settings (limits, storage, API key, CORS).
+        stages: the pipeline (Serve deployment handles, or in-process stages).
+        catalog: the base-model catalogue (where the storage is).
+        metrics: request and pipeline metrics (default: in-memory only).
+        models_dir: folder of the packaged base tree models, whose files /tree-models/{filename} serves from
+            disk (the same folder the model stage loads them from; other models come through the catalogue).
+
+    Returns:
+        The app.
+    """
+    metrics = metrics if metrics is not None else Metrics()
+    table = JobTable(max_jobs=settings.max_jobs, max_running=settings.max_running_jobs, ttl_s=settings.job_ttl_s)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await table.close()  # replica shutdown: running jobs are cancelled, not orphaned
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="Tree detection",
+        version=__version__,
+        description="Trees from aerial and satellite image tiles, and 3D tree scenes from those trees.",
+        responses=_ERRORS,
+    )
+    app.state.service = Service(
+        settings, stages, Flows(stages, settings, metrics), catalog, table, metrics, models_dir=models_dir
+    )
+    for module in (service, detect, models, downloads, jobs):
+        app.include_router(module.router)
+    add_exception_handlers(app)
+    mount_ui(app)  # the tuning page at /ui/ (static files; open without the API key)
+    _add_middleware(app, settings, metrics)
+    return app
+
+
+def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+    """CORS (when configured), the upload limit, the API key, then headers and metrics (the outermost)."""
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "DELETE"]
+        )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    app.add_middleware(HeadersAndMetricsMiddleware, metrics=metrics)

@@ -1,0 +1,29 @@
+"""GET /download/{filename}: a stored large model, read back through the store (any file the store holds)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from serve_app.api.context import ServiceDep
+from serve_app.formats import MEDIA_TYPES
+from treecore.errors import UnknownModelError
+
+#: The stored files a client may download (the OBJ with its MTL, or the zip).
+DOWNLOADABLE = ("obj", "mtl", "zip")
+
+router = APIRouter(tags=["3d"])
+
+
+@router.get("/download/{filename}", name="download_model", response_class=StreamingResponse)
+async def download_model(filename: str, service: ServiceDep) -> StreamingResponse:
+    """A stored large model, read through the store (local storage; with Azure the download_url is a SAS URL)."""
+    ext = filename.rpartition(".")[2]
+    if ext not in DOWNLOADABLE:
+        raise UnknownModelError(f"no stored model {filename!r} (expired, or never made)")
+    download = service.flows.open_download(filename)
+    headers = {
+        "Content-Length": str(download.size_bytes),
+        "Content-Disposition": f'attachment; filename="{download.name}"',
+    }
+    return StreamingResponse(download.chunks, media_type=MEDIA_TYPES[ext], headers=headers)

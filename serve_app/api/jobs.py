@@ -1,0 +1,67 @@
+"""Background jobs: POST /jobs (a detection, or detection then a stored scene), GET and DELETE /jobs/{id}."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import JSONResponse
+
+from serve_app.api.context import ServiceDep
+from serve_app.api.detect import read_image
+from serve_app.api.forms import ImageFile, Params
+from serve_app.api.negotiation import OutputOptions, output_options, stored_body
+from serve_app.orchestration import StoredScene
+from serve_app.progress import Progress
+from serve_app.schemas import JobCreated, JobResponse
+from treecore.basemodels import DEFAULT_MODEL, check_model_name
+
+router = APIRouter(tags=["jobs"])
+
+Output = Annotated[OutputOptions, Depends(output_options)]
+JobKind = Literal["detect", "detect-and-generate"]
+
+
+@router.post("/jobs", status_code=202, response_model=JobCreated)
+async def create_job(
+    request: Request,
+    service: ServiceDep,
+    params: Params,
+    image: ImageFile,
+    output: Output,
+    kind: Annotated[JobKind, Form()] = "detect",
+    base_model: Annotated[str, Form()] = DEFAULT_MODEL,
+) -> dict[str, Any]:
+    """Start a detection (or detection then a stored 3D model) in the background; poll GET /jobs/{id}.
+
+    With format=geojson (and optionally origin_easting, origin_northing, epsg) the job's detection is GeoJSON,
+    as /detect-trees gives it; the georeference is checked now, before the job starts.
+    """
+    flows = service.flows
+    data = await read_image(flows, image)
+    base = check_model_name(base_model)
+    shape = output.shaper(data, None)  # the answer here is the job's id: only `format` chooses the result's form
+
+    async def work(progress: Progress) -> dict[str, Any]:
+        detection = await flows.detect(data, params, progress)
+        shown = detection if shape is None else shape(detection)
+        if kind == "detect":
+            return shown
+        scene = await flows.generate(detection, base, progress, store=True)
+        assert isinstance(scene, StoredScene)  # store=True: always stored
+        return {"detection": shown, "model": stored_body(request, scene)}
+
+    job = service.jobs.submit(kind, work)
+    return {"id": job.id, "state": job.state, "status_url": str(request.url_for("get_job", job_id=job.id))}
+
+
+@router.get("/jobs/{job_id}", name="get_job", response_model=JobResponse)
+async def get_job(job_id: str, service: ServiceDep) -> JSONResponse:
+    """A job's state and progress (tiles done / total, trees so far, stage), then its result or error."""
+    return JSONResponse(service.jobs.get(job_id).as_dict())
+
+
+@router.delete("/jobs/{job_id}", response_model=JobResponse)
+async def cancel_job(job_id: str, service: ServiceDep) -> JSONResponse:
+    """Cancel a running job (a finished one is returned as it is)."""
+    return JSONResponse(service.jobs.cancel(job_id).as_dict())

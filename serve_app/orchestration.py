@@ -1,0 +1,200 @@
+"""The two request flows over the pipeline stages: detect (split, tiles in parallel, one merge) and generate
+(the size threshold, naming, inline or stored), the same on Ray Serve and in one process.
+
+The HTTP layer (serve_app.api) only parses requests and shapes answers; every rule of what runs, in which
+order, and when a scene is stored instead of returned lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from serve_app.bounds import check_trees
+from serve_app.formats import InlineModel, ModelFormat
+from serve_app.metrics import Metrics
+from serve_app.progress import Progress
+from serve_app.settings import Settings
+from serve_app.stages import SplitPlan, Stages
+from serve_app.storage import Download, StoredModel, make_store
+from treecore.basemodels import check_model_name
+from treecore.detect import metres_per_pixel
+from treecore.errors import InvalidImageError
+from treecore.imageio import check_image_size
+from treecore.merge import merge_trees
+from treecore.report import result_to_dict
+from treecore.treesio import parse_trees
+from treecore.types import DetectionParams, DetectionResult, Tile, Tree
+
+
+def model_name(n_trees: int, now: float | None = None) -> str:
+    """A unique, safe file stem for a stored scene, e.g. trees_88000_20261125T101500Z_3f9a1c.
+
+    Args:
+        n_trees: trees in the scene.
+        now: epoch seconds (default: now).
+
+    Returns:
+        The stem (letters, digits, '_').
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    return f"trees_{n_trees}_{stamp}_{os.urandom(3).hex()}"
+
+
+@dataclass(frozen=True)
+class StoredScene:
+    """A scene that was stored, not returned: where it is, how many trees, and what to tell the client."""
+
+    stored: StoredModel
+    total_trees: int
+    message: str
+
+
+class Flows:
+    """Detect and generate over one set of stages, with the service's limits and metrics."""
+
+    def __init__(self, stages: Stages, settings: Settings, metrics: Metrics) -> None:
+        """Flows.
+
+        Args:
+            stages: where the stages run.
+            settings: the limits (pixels, trees, the large-model threshold).
+            metrics: stage latencies, tiles and trees are recorded here.
+        """
+        self.stages, self.settings, self.metrics = stages, settings, metrics
+        self.store = make_store(settings)  # read back by GET /download (local storage: one node only)
+
+    def open_download(self, filename: str) -> Download:
+        """A stored scene's bytes, read through the store the models went to.
+
+        Args:
+            filename: the stored file's name, as the download_url gives it.
+
+        Returns:
+            Its name, size and byte chunks.
+
+        Raises:
+            NotStoredError: no such file here (expired, never made, or stored in Azure: use the SAS URL).
+        """
+        return self.store.open_download(filename)
+
+    def check_image(self, data: bytes) -> bytes:
+        """Refuse an empty upload or one over the pixel limit (from its header), before any work starts.
+
+        Args:
+            data: the uploaded bytes.
+
+        Returns:
+            The same bytes.
+
+        Raises:
+            InvalidImageError: empty, or no image header.
+            ImageTooLargeError: over MAX_IMAGE_PIXELS.
+        """
+        if not data:
+            raise InvalidImageError("the uploaded image is empty (0 bytes)")
+        check_image_size(data, max_pixels=self.settings.max_image_pixels)
+        return data
+
+    async def detect(self, data: bytes, params: DetectionParams, progress: Progress) -> dict[str, Any]:
+        """Detect trees: split once, every tile in parallel, then one global merge.
+
+        Args:
+            data: the uploaded image's bytes.
+            params: detection parameters.
+            progress: updated as stages and tiles finish.
+
+        Returns:
+            The /detect-trees body; its timings have decode_s, detect_s, merge_s and total_s.
+        """
+        started = time.perf_counter()
+        progress.stage = "decoding"
+        # The header gives the size (no limit here: check_image and the splitter check it) for the tile count.
+        width, height = check_image_size(data, max_pixels=2**62)
+        plan = await self.stages.split(data, params, await self.stages.tile_target((height, width, 3)))
+        split_done = time.perf_counter()
+        progress.stage, progress.tiles_total = "detecting", len(plan.tiles)
+        try:
+            per_tile = await asyncio.gather(*(self._tile(plan, tile, params, progress) for tile in plan.tiles))
+        finally:
+            await self.stages.release(plan)
+        detected = time.perf_counter()
+        progress.stage = "merging"
+        trees = merge_trees(
+            [t for found in per_tile for t in found],
+            params.cluster_threshold,
+            min_diameter=params.min_diameter,
+            max_diameter=params.max_diameter,
+        )
+        merged = time.perf_counter()
+        progress.trees_so_far = len(trees)
+        timings = {
+            "decode_s": split_done - started,
+            "detect_s": detected - split_done,
+            "merge_s": merged - detected,
+            "total_s": merged - started,
+        }
+        for stage, seconds in timings.items():
+            self.metrics.stage(stage.removesuffix("_s"), seconds)
+        self.metrics.detected(len(plan.tiles), len(trees))
+        return result_to_dict(_result(plan, params, trees, timings))
+
+    async def _tile(self, plan: SplitPlan, tile: Tile, params: DetectionParams, progress: Progress) -> list[Tree]:
+        found = await self.stages.detect_tile(plan, tile, params)
+        progress.tiles_done += 1
+        progress.trees_so_far += len(found)
+        return found
+
+    async def generate(
+        self, payload: Any, base_model: str, progress: Progress, *, fmt: ModelFormat = "obj", store: bool = False
+    ) -> InlineModel | StoredScene:
+        """One scene from a tree list: returned up to LARGE_MODEL_THRESHOLD trees, stored above it (or when asked).
+
+        Args:
+            payload: the /detect-trees response (or a bare tree list), parsed JSON.
+            base_model: the base tree model's name.
+            progress: its stage becomes "generating" or "storing".
+            fmt: the scene's format.
+            store: store it whatever its size (jobs).
+
+        Returns:
+            The inline scene, or the StoredScene.
+
+        Raises:
+            InvalidTreesError, TooManyTreesError, UnknownModelError: the input (4xx).
+        """
+        trees = check_trees(parse_trees(payload, max_trees=self.settings.max_trees_limit))
+        base = check_model_name(base_model)
+        store = store or len(trees) > self.settings.large_model_threshold
+        progress.stage = "storing" if store else "generating"
+        started = time.perf_counter()
+        built = await self.stages.build_model(trees, base, store=store, name=model_name(len(trees)), fmt=fmt)
+        self.metrics.stage("generate", time.perf_counter() - started)
+        if isinstance(built, InlineModel):
+            return built
+        return StoredScene(built, len(trees), self.stored_message(len(trees)))
+
+    def stored_message(self, total_trees: int) -> str:
+        """What the answer of a stored scene tells the client."""
+        threshold = self.settings.large_model_threshold
+        why = (
+            f"The model has {total_trees:,} trees, more than {threshold:,}: it was stored; "
+            if total_trees > threshold
+            else f"The model ({total_trees:,} trees) was stored; "
+        )
+        return why + "download it from download_url before it expires."
+
+
+def _result(plan: SplitPlan, params: DetectionParams, trees: list[Tree], timings: dict[str, float]) -> DetectionResult:
+    return DetectionResult(
+        trees=tuple(trees),
+        width=int(plan.shape[1]),
+        height=int(plan.shape[0]),
+        metres_per_pixel=metres_per_pixel(params, plan.shape),
+        params=params,
+        tile_count=len(plan.tiles),
+        timings_s=timings,
+    )

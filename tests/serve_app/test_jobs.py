@@ -1,0 +1,107 @@
+"""The job table (bounds, expiry, cancel, failures) and the Accept-header negotiation, without HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from serve_app.api.negotiation import model_format, prefers_geojson
+from serve_app.errors import JobNotFoundError, TooManyJobsError
+from serve_app.jobs import JobTable
+from serve_app.progress import Progress
+from treecore.errors import InvalidTreesError
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _done(progress: Progress) -> dict[str, Any]:
+    return {"ok": True}
+
+
+async def _forever(progress: Progress) -> dict[str, Any]:
+    await asyncio.sleep(3600)
+    raise AssertionError("unreachable")
+
+
+async def _broken(progress: Progress) -> dict[str, Any]:
+    raise RuntimeError("a bug, not the input")
+
+
+def test_bounds_expiry_cancel_and_failures() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        table = JobTable(max_jobs=2, max_running=1, ttl_s=10, clock=clock)
+        first = table.submit("detect", _done)
+        with pytest.raises(TooManyJobsError, match="running already"):
+            table.submit("detect", _done)  # one is running (queued counts)
+        await asyncio.sleep(0)
+        assert table.get(first.id).state == "succeeded" and table.running() == 0
+        broken = table.submit("detect", _broken)
+        await asyncio.sleep(0)
+        assert broken.state == "failed" and broken.error == {
+            "status": 500,
+            "detail": "internal error: the service failed on this request; it is logged",
+        }
+        assert len(table) == 2
+        long = table.submit("detect", _forever)  # the table is full of finished jobs: the oldest goes
+        assert len(table) == 2 and first.id not in table._jobs
+        with pytest.raises(TooManyJobsError):
+            table.submit("detect", _done)
+        await asyncio.sleep(0)
+        assert table.cancel(long.id) is long
+        await asyncio.sleep(0)
+        assert long.state == "cancelled" and table.cancel(long.id).state == "cancelled"  # finished: as it is
+        clock.now += 11
+        with pytest.raises(JobNotFoundError, match="removed 10 s after"):
+            table.get(long.id)
+        await table.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_full_table_of_running_jobs_refuses_more() -> None:
+    async def scenario() -> None:
+        table = JobTable(max_jobs=1, max_running=5, ttl_s=10)
+        table.submit("detect", _forever)
+        with pytest.raises(TooManyJobsError, match="table is full"):
+            table.submit("detect", _forever)
+        await table.close()  # cancels the running job and waits for it
+        assert table.running() == 0
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("accept", "geojson"),
+    [
+        (None, False),
+        ("application/geo+json", True),
+        ("application/json, text/plain, */*", False),
+        ("application/geo+json, application/json", False),  # a tie: JSON
+        ("application/json;q=0.5, application/geo+json", True),
+        ("application/geo+json;q=0.9, application/json;q=0.8", True),
+        ("Application/GEO+JSON", True),
+        ("application/geo+json;q=high", False),  # a malformed q is 0
+        ("application/geo+json;q=2", False),  # out of [0, 1]: 0
+        ("text/html", False),
+    ],
+)
+def test_accept_header_negotiation(accept: str | None, geojson: bool) -> None:
+    assert prefers_geojson(accept) is geojson
+
+
+def test_model_format_query_then_body_then_obj() -> None:
+    assert model_format(None, {"trees": []}) == "obj"
+    assert model_format(None, {"format": "zip"}) == "zip"
+    assert model_format("glb", {"format": "zip"}) == "glb"
+    assert model_format(None, [1, 2]) == "obj"
+    with pytest.raises(InvalidTreesError, match="format must be one of obj, zip, glb"):
+        model_format(None, {"format": "fbx"})
