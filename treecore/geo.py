@@ -31,8 +31,6 @@ from treecore.types import (
     check_epsg,
 )
 
-FRAMES = ("image-metric", "crs")
-
 #: The image-metric frame as a CRS GDAL understands (WKT 1 local CS): metres, x east, y north.
 IMAGE_METRIC_WKT = (
     'LOCAL_CS["image metric frame: metres from the top-left corner, x right, y up",'
