@@ -41,7 +41,7 @@ INPUT_MEAN, INPUT_STD = 127.5, 64.0
 #: Diameter channel unit, working pixels.
 SIZE_UNIT_PX = 10.0
 #: A tree centre: a local maximum of the centre logit at least this high.
-PEAK_LOGIT = -1.5
+PEAK_LOGIT = -1.2
 #: Two peaks closer than this are one tree, metres (at least one working pixel).
 PEAK_SPACING_M = 2.0
 #: A crown is dead (judged by its value alone) when its dead logit is above this.
@@ -161,8 +161,32 @@ def heatmap_crowns(
     value = cv2.inRange(hsv[:, :, 2], np.array([params.val_min]), np.array([params.val_max]))
     value_ok = _fraction_in(value, rows, cols, half) >= COLOUR_FRACTION
     kept = np.where(dead, value_ok, colour_ok)
-    working = np.stack([cols[kept] + x0w + 0.5, rows[kept] + y0w + 0.5], axis=1).astype(np.float64)
+    rows, cols = rows[kept], cols[kept]
+    dy, dx = _subpixel(logit, rows, cols)
+    working = np.stack([cols + x0w + 0.5 + dx, rows + y0w + 0.5 + dy], axis=1).astype(np.float64)
     return Crowns(rs.to_input(working), rs.to_input(diameter_w[kept]))
+
+
+def _subpixel(logit: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # Vertex of the parabola through each peak and its two neighbours, per axis, within half a pixel: a
+    # working pixel is 0.4-0.6 m, the offset puts the centre where the heatmap's summit is. Only the peak's
+    # 3 x 3 neighbourhood is read, so it is the same in any window (0 at the array's edge).
+    h, w = logit.shape
+    offsets = []
+    for axis, (index, size) in enumerate(((rows, h), (cols, w))):
+        inner = (index > 0) & (index < size - 1)
+        r, c = rows[inner], cols[inner]
+        before = logit[r - 1, c] if axis == 0 else logit[r, c - 1]
+        after = logit[r + 1, c] if axis == 0 else logit[r, c + 1]
+        centre = logit[r, c]
+        curvature = before.astype(np.float64) - 2 * centre + after
+        shift = np.zeros(index.shape, np.float64)
+        safe = curvature < 0
+        values = np.zeros(r.shape, np.float64)
+        values[safe] = 0.5 * (before[safe] - after[safe]) / curvature[safe]
+        shift[inner] = np.clip(values, -0.5, 0.5)
+        offsets.append(shift)
+    return offsets[0], offsets[1]
 
 
 def _fraction_in(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, half: np.ndarray) -> np.ndarray:

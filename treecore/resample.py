@@ -1,9 +1,11 @@
-"""Resampling to a method's working ground resolution, by whole-number factors so tiles stay aligned.
+"""Resampling to a method's working ground resolution, by small rational factors so tiles stay aligned.
 
-An image of m metres per pixel is shrunk by `down` = floor(target / m) (area mean of down x down blocks)
-when it is finer than the target, kept as it is up to `coarsest`, and enlarged by `up` = ceil(m / coarsest)
-(bilinear) beyond. Whole-number factors keep every working pixel tied to the same input pixels in any
-window that starts on a multiple of `down`, which is what makes tiled detection exact.
+An image of m metres per pixel finer than the target is shrunk by `down`/`up` (up in 1..3): each pixel
+repeated up x up times, then the area mean of down x down blocks, exact integer weights; of the factors
+that reach the target, the one that lands closest to it. Images up to `coarsest` are kept as they are;
+coarser ones are enlarged by a whole `up` = ceil(m / coarsest) (bilinear). Every working pixel is tied to
+the same input pixels in any window that starts on a multiple of `down`, which is what makes tiled
+detection exact.
 """
 
 from __future__ import annotations
@@ -19,10 +21,7 @@ from treecore.types import Window
 
 @dataclass(frozen=True)
 class Resampling:
-    """Input-to-working scale: `down` input pixels per working pixel, or `up` working pixels per input pixel.
-
-    At most one of the two is above 1.
-    """
+    """Input-to-working scale: `down` input pixels become `up` working pixels (a fraction in lowest terms)."""
 
     down: int = 1
     up: int = 1
@@ -59,9 +58,12 @@ class Resampling:
         if (self.down == 1 and self.up == 1) or h == 0 or w == 0:
             return part
         size = (w // self.down * self.up, h // self.down * self.up)
-        if self.down > 1:
-            return cv2.resize(part, size, interpolation=cv2.INTER_AREA)
-        return cv2.resize(part, size, interpolation=cv2.INTER_LINEAR)
+        if self.down == 1:
+            return cv2.resize(part, size, interpolation=cv2.INTER_LINEAR)
+        if self.up > 1:
+            # Exact replication, so the block means below have whole-number weights (no float positions).
+            part = np.repeat(np.repeat(part, self.up, axis=0), self.up, axis=1)
+        return cv2.resize(part, size, interpolation=cv2.INTER_AREA)
 
     def to_input(self, working: np.ndarray) -> np.ndarray:
         """Working pixel coordinates (pixel-centre convention) as input pixel coordinates.
@@ -85,10 +87,20 @@ def resampling_for(mpp: float, target: float, coarsest: float) -> Resampling:
         coarsest: coarsest resolution run as it is, metres per pixel.
 
     Returns:
-        down = floor(target / mpp) for finer inputs, up = ceil(mpp / coarsest) for coarser ones.
+        For finer inputs the down/up (up in 1..3) whose working resolution is the smallest at or above
+        `target`; up = ceil(mpp / coarsest) for coarser ones.
     """
     if mpp < target:
-        return Resampling(down=max(1, math.floor(target / mpp + 1e-9)))
+        best: tuple[float, int, int] | None = None
+        for up in (1, 2, 3):
+            down = max(up, math.ceil(target * up / mpp - 1e-9))
+            if math.gcd(down, up) != 1:
+                continue
+            candidate = (mpp * down / up, up, down)
+            if best is None or candidate < best:
+                best = candidate
+        assert best is not None
+        return Resampling(down=best[2], up=best[1])
     if mpp > coarsest:
         return Resampling(up=math.ceil(mpp / coarsest - 1e-9))
     return Resampling()

@@ -54,6 +54,6 @@ def test_a_range_that_holds_the_crowns_keeps_them(image, method):
     # Narrowing every range down to what the crowns are keeps them: the fields filter, they do not detect.
     found = _count(image, method)
     narrowed = _count(
-        image, method, hue_min=45, hue_max=75, sat_min=100, val_min=80, min_diameter=2.0, max_diameter=7.0
+        image, method, hue_min=45, hue_max=75, sat_min=100, val_min=80, min_diameter=1.5, max_diameter=7.0
     )
     assert narrowed >= found * 0.6

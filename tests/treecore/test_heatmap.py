@@ -39,13 +39,13 @@ def test_heatmap_is_a_method_and_the_default():
 
 @pytest.mark.parametrize(
     ("mpp", "down", "up", "working"),
-    [(0.1, 4, 1, 0.4), (0.05, 8, 1, 0.4), (0.13, 3, 1, 0.39), (0.2, 2, 1, 0.4), (0.3, 1, 1, 0.3)]
+    [(0.1, 4, 1, 0.4), (0.05, 8, 1, 0.4), (0.13, 10, 3, 0.4333), (0.2, 2, 1, 0.4), (0.3, 4, 3, 0.4)]
     + [(0.5, 1, 1, 0.5), (0.6, 1, 1, 0.6), (1.0, 1, 2, 0.5), (2.0, 1, 4, 0.5)],
 )
 def test_any_ground_resolution_maps_into_the_working_band(mpp, down, up, working):
     rs = resampling_for(mpp, heatmap.WORKING_TARGET_M, heatmap.WORKING_COARSEST_M)
     assert (rs.down, rs.up) == (down, up)
-    assert rs.working_mpp(mpp) == pytest.approx(working)
+    assert rs.working_mpp(mpp) == pytest.approx(working, abs=1e-4)
 
 
 def test_windows_are_grown_to_whole_blocks_inside_the_image():
@@ -54,6 +54,15 @@ def test_windows_are_grown_to_whole_blocks_inside_the_image():
     assert rs.aligned(Window(0, 0, 30, 22), 30, 22) == Window(0, 0, 28, 20)  # partial blocks dropped
     assert rs.to_working(np.zeros((8, 12, 3), np.uint8)).shape == (2, 3, 3)
     assert Resampling(up=2).to_working(np.zeros((8, 12, 3), np.uint8)).shape == (16, 24, 3)
+    # 4 -> 3: each working pixel the exact area mean of the input pixels it covers
+    ramp = np.arange(12, dtype=np.uint8).reshape(1, 12, 1).repeat(4, axis=0).repeat(3, axis=2) * 12
+    out = Resampling(down=4, up=3).to_working(ramp)
+    assert out.shape == (3, 9, 3)
+    assert out[0, :3, 0].tolist() == [
+        round((3 * 0 + 1 * 12) / 4),
+        round((2 * 12 + 2 * 24) / 4),
+        round((24 + 3 * 36) / 4),
+    ]
     assert rs.to_input(np.array([0.5])).tolist() == [2.0]
 
 
