@@ -266,7 +266,8 @@ def train(sites: list[Site], *, seed: int, steps: int, log: bool = True) -> list
         dead_loss = (weight * dead_bce).sum() / n_w
         return focal.sum() / n_pos + size_loss + 0.5 * dead_loss
 
-    schedule = optax.warmup_cosine_decay_schedule(0.0, 4e-3, 50, steps, 1e-4)
+    warmup = min(50, steps // 2)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, 4e-3, warmup, max(steps, warmup + 1), 1e-4)
     optimiser = optax.adam(schedule)
     state = optimiser.init(params)
 
