@@ -1,15 +1,17 @@
 """Train the tree-centre heatmap network (treecore/models/tree_centres.onnx) on CPU, byte-reproducibly.
 
-The network: 4 dilated 3 x 3 convolutions (dilations 1, 2, 4, 8; 8 channels; ReLU) and a 1 x 1 head with
-three outputs per pixel: a tree-centre logit (peaks are trees), the crown diameter in working pixels / 10,
-and a dead-tree logit (grey snags, which the HSV range cannot see). Trained on the three NEON crops named
-in training/neon.py, each resampled to working resolutions from 0.125 to 0.6 m per pixel, plus copies with
-synthetic grey snags (targets) and fallen logs (no targets) pasted in. Every random choice comes from one
+The network: a stride-2 3 x 3 stem and three dilated 3 x 3 convolutions (dilations 2, 4, 8) on its half-
+resolution grid, 8 channels, ReLU, and a 1 x 1 head with three outputs per grid pixel: a tree-centre logit
+(peaks are trees), the crown diameter in working pixels / 10, and a dead-tree logit (grey snags, which the
+HSV range cannot see). Trained on the three NEON crops named in training/neon.py (or two of them with
+--leave-out), each resampled to working resolutions from 0.2 to 0.6 m per pixel, plus copies with synthetic
+grey snags (targets) and fallen logs (no targets) pasted in, and two drawn scenes. Every random choice comes from one
 seed, XLA runs on one thread, and the ONNX is written without timestamps: the same seed gives the same bytes.
 
     make train                                              # all three crops -> treecore/models/
     .venv/bin/python training/train_heatmap.py --check      # retrain, compare with the committed file
     .venv/bin/python training/train_heatmap.py --leave-out SOAP_061 --out benchmarks/data/models/loo_SOAP_061.onnx
+    make train TRAIN_ARGS=--check                           # the same through make
 """
 
 from __future__ import annotations
@@ -37,12 +39,16 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "treecore" / "models" / "tree_centres.onnx"
 #: sha256 of the committed network (checked by a test and by --check).
 DIGEST = ROOT / "training" / "tree_centres.sha256"
-DILATIONS = (1, 2, 4, 8)
+#: (dilation, stride) of each 3 x 3 convolution: a stride-2 stem, then dilated layers at half resolution
+#: (a quarter of the work per working pixel; receptive field 1 + 2 x (2 + 4 + 8) = 29 working pixels).
+LAYERS = ((1, 2), (2, 1), (4, 1), (8, 1))
+STRIDE = 2
 CHANNELS = 8
 #: Working resolutions trained on, metres per pixel: treecore.heatmap runs at 0.2-0.6 m (0.4 m, the one
 #: 0.1 m drone tiles run at, twice).
 RESOLUTIONS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.4, 0.45, 0.5, 0.6)
-CROP = 64
+CROP = 63  # working pixels: odd, so flips and quarter turns keep the stride-2 grid (outputs at 0, 2, .., 62)
+OUT = (CROP + 1) // 2
 #: Drawn scenes added to the real crops (see `synthetic_site`).
 SYNTHETIC_SCENES = 2
 BATCH = 16
@@ -153,8 +159,12 @@ def _resampled(site: Site, resolution: float) -> tuple[np.ndarray, np.ndarray, n
 
 
 def _targets(shape: tuple[int, int], boxes: np.ndarray, dead: np.ndarray) -> np.ndarray:
-    """(4, H, W) float32: Gaussian centre heatmap (1 at each centre pixel), size, dead flag, and size/dead weight."""
-    h, w = shape
+    """(4, H', W') float32 on the output grid: Gaussian centre heatmap (1 at each centre), size, dead, weight.
+
+    Output pixel j sits on working pixel STRIDE * j (its centre at working x = 2j + 0.5).
+    """
+    h, w = (shape[0] + STRIDE - 1) // STRIDE, (shape[1] + STRIDE - 1) // STRIDE
+    boxes = (boxes + 0.5 * (STRIDE - 1)) / STRIDE
     heat = np.zeros((h, w), np.float32)
     size = np.zeros((h, w), np.float32)
     dead_map = np.zeros((h, w), np.float32)
@@ -170,7 +180,7 @@ def _targets(shape: tuple[int, int], boxes: np.ndarray, dead: np.ndarray) -> np.
         g = np.exp(-((xs - px) ** 2 + (ys - py) ** 2) / (2 * sigma * sigma)).astype(np.float32)
         near = g > 0.5
         mine = near & (g > heat[ya:yb, xa:xb])
-        size[ya:yb, xa:xb][mine] = side / SIZE_UNIT_PX
+        size[ya:yb, xa:xb][mine] = side * STRIDE / SIZE_UNIT_PX
         dead_map[ya:yb, xa:xb][mine] = float(is_dead)
         weight[ya:yb, xa:xb][near] = 1.0
         heat[ya:yb, xa:xb] = np.maximum(heat[ya:yb, xa:xb], g)
@@ -197,9 +207,9 @@ def _batch(pool: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator) 
     for _ in range(BATCH):
         image, target = pool[int(rng.integers(len(pool)))]
         h, w = image.shape[:2]
-        y, x = int(rng.integers(0, h - CROP + 1)), int(rng.integers(0, w - CROP + 1))
+        y, x = 2 * int(rng.integers(0, (h - CROP) // 2 + 1)), 2 * int(rng.integers(0, (w - CROP) // 2 + 1))
         crop = image[y : y + CROP, x : x + CROP].astype(np.float32)
-        t = target[:, y : y + CROP, x : x + CROP]
+        t = target[:, y // 2 : y // 2 + OUT, x // 2 : x // 2 + OUT]
         # Lighting and colour vary by site and season: gain, offset and a per-channel tint.
         crop = crop * rng.uniform(0.75, 1.25) + rng.uniform(-20, 20) + rng.uniform(-10, 10, 3)
         crop = (np.clip(crop, 0, 255).transpose(2, 0, 1) - MEAN) / STD
@@ -216,7 +226,7 @@ def init_params(rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]
     """He-initialised (weight OIHW, bias) per layer; the head is 1 x 1 with 3 outputs."""
     params = []
     cin = 3
-    for _ in DILATIONS:
+    for _ in LAYERS:
         fan_in = cin * 9
         params.append(
             (
@@ -242,9 +252,14 @@ def train(sites: list[Site], *, seed: int, steps: int, log: bool = True) -> list
     params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in init_params(rng)]
 
     def forward(p, x):
-        for (w, b), d in zip(p[:-1], DILATIONS, strict=True):
+        for (w, b), (d, stride) in zip(p[:-1], LAYERS, strict=True):
             x = jax.lax.conv_general_dilated(
-                x, w, (1, 1), [(d, d), (d, d)], rhs_dilation=(d, d), dimension_numbers=("NCHW", "OIHW", "NCHW")
+                x,
+                w,
+                (stride, stride),
+                [(d, d), (d, d)],
+                rhs_dilation=(d, d),
+                dimension_numbers=("NCHW", "OIHW", "NCHW"),
             )
             x = jax.nn.relu(x + b[None, :, None, None])
         w, b = p[-1]
@@ -293,11 +308,17 @@ def to_onnx(params: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
 
     nodes, inits = [], []
     current = "image"
-    for i, ((w, b), d) in enumerate(zip(params[:-1], DILATIONS, strict=True)):
+    for i, ((w, b), (d, stride)) in enumerate(zip(params[:-1], LAYERS, strict=True)):
         inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
         nodes.append(
             helper.make_node(
-                "Conv", [current, f"w{i}", f"b{i}"], [f"c{i}"], dilations=[d, d], pads=[d, d, d, d], kernel_shape=[3, 3]
+                "Conv",
+                [current, f"w{i}", f"b{i}"],
+                [f"c{i}"],
+                dilations=[d, d],
+                pads=[d, d, d, d],
+                strides=[stride, stride],
+                kernel_shape=[3, 3],
             )
         )
         nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"]))
@@ -309,7 +330,7 @@ def to_onnx(params: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
         nodes,
         "tree_centres",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "height", "width"])],
-        [helper.make_tensor_value_info("maps", TensorProto.FLOAT, [1, 3, "height", "width"])],
+        [helper.make_tensor_value_info("maps", TensorProto.FLOAT, [1, 3, "out_height", "out_width"])],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="treecore-training")

@@ -1,9 +1,9 @@
 """Learned tree centres: a tiny fully convolutional network (ONNX, run by cv2.dnn) maps RGB to a heatmap.
 
 The network (treecore/models/tree_centres.onnx, made by training/train_heatmap.py) sees the image at its
-working resolution (see `WORKING_TARGET_M`) and gives three maps: a tree-centre logit, the crown diameter
-(working pixels / 10) and a dead-tree logit. A tree is a local maximum of the centre logit above
-`PEAK_LOGIT`; its diameter is read at the peak.
+working resolution (see `WORKING_TARGET_M`) and gives three maps on a grid of every second working pixel
+(a stride-2 first layer): a tree-centre logit, the crown diameter (working pixels / 10) and a dead-tree
+logit. A tree is a local maximum of the centre logit above `PEAK_LOGIT`; its diameter is read at the peak.
 
 The form fields keep their meaning: a crown is kept when at least `COLOUR_FRACTION` of the pixels of its
 central square (half its diameter a side) lie in the HSV range, and its diameter in
@@ -34,14 +34,16 @@ MODEL_PATH = Path(__file__).parent / "models" / "tree_centres.onnx"
 WORKING_TARGET_M = 0.4
 #: Inputs up to this resolution run as they are; coarser ones are enlarged by a whole factor, metres per pixel.
 WORKING_COARSEST_M = 0.6
-#: Receptive-field radius of the network, working pixels (dilations 1 + 2 + 4 + 8).
-NET_RADIUS_PX = 15
+#: The network's output grid: one value per NET_STRIDE x NET_STRIDE working pixels (its first layer's stride).
+NET_STRIDE = 2
+#: Receptive-field radius of the network, working pixels: 1 (the stem) + 2 x (2 + 4 + 8) (dilated layers).
+NET_RADIUS_PX = 29
 #: Input normalisation the network was trained with: (rgb - mean) / std.
 INPUT_MEAN, INPUT_STD = 127.5, 64.0
 #: Diameter channel unit, working pixels.
 SIZE_UNIT_PX = 10.0
 #: A tree centre: a local maximum of the centre logit at least this high.
-PEAK_LOGIT = -1.2
+PEAK_LOGIT = -1.0
 #: Two peaks closer than this are one tree, metres (at least one working pixel).
 PEAK_SPACING_M = 2.0
 #: A crown is dead (judged by its value alone) when its dead logit is above this.
@@ -71,19 +73,23 @@ class HeatmapModel:
             rgb: (h, w, 3) uint8 RGB at the working resolution.
 
         Returns:
-            (3, h, w) float32: centre logit, diameter / SIZE_UNIT_PX (working pixels), dead logit.
+            (3, ceil(h / NET_STRIDE), ceil(w / NET_STRIDE)) float32: centre logit, diameter / SIZE_UNIT_PX
+            (working pixels), dead logit; value [:, i, j] belongs to working pixel (NET_STRIDE i, NET_STRIDE j).
         """
         h, w = rgb.shape[:2]
-        out = np.empty((3, h, w), np.float32)
-        rows = max(4 * NET_RADIUS_PX, STRIP_PIXELS // max(w, 1))
+        s = NET_STRIDE
+        out = np.empty((3, -(-h // s), -(-w // s)), np.float32)
+        margin = -(-NET_RADIUS_PX // s) * s  # whole output rows of context above and below each strip
+        rows = max(4 * margin, STRIP_PIXELS // max(w, 1) // s * s)
         for y0 in range(0, h, rows):
             y1 = min(h, y0 + rows)
-            a, b = max(0, y0 - NET_RADIUS_PX), min(h, y1 + NET_RADIUS_PX)
+            a, b = max(0, y0 - margin), min(h, y1 + margin)
             blob = cv2.dnn.blobFromImage(rgb[a:b], 1.0 / INPUT_STD, mean=(INPUT_MEAN,) * 3)
             with self._lock:
                 self._net.setInput(blob)
                 result = self._net.forward()
-            out[:, y0:y1] = result[0, :, y0 - a : y1 - a]
+            first = (y0 - a) // s
+            out[:, y0 // s : -(-y1 // s)] = result[0, :, first : first + -(-y1 // s) - y0 // s]
         return out
 
 
@@ -103,7 +109,7 @@ def _working_scale(params: DetectionParams, shape: tuple[int, ...]) -> tuple[Res
     rs = resampling(params, shape)
     mpp = math.sqrt((params.real_width / shape[1]) * (params.real_height / shape[0]))
     work_mpp = rs.working_mpp(mpp)
-    peak = max(1, int(round(PEAK_SPACING_M / work_mpp)))
+    peak = max(1, int(round(PEAK_SPACING_M / (work_mpp * NET_STRIDE))))  # output-grid pixels
     colour_half = max(1, int(math.ceil(params.max_diameter / work_mpp / 4)))
     return rs, work_mpp, peak, colour_half
 
@@ -116,8 +122,8 @@ def context_px(params: DetectionParams, shape: tuple[int, ...]) -> int:
     for aligning the window to the resampling grid and one pixel for bilinear enlarging.
     """
     rs, _, peak, colour_half = _working_scale(params, shape)
-    working = NET_RADIUS_PX + 2 * peak + max(colour_half, 1) + 2
-    return -(-working * rs.down // rs.up) + rs.down + 1
+    working = NET_RADIUS_PX + NET_STRIDE * (2 * peak + 2) + max(colour_half, 1) + 2
+    return -(-working * rs.down // rs.up) + rs.period(NET_STRIDE) + 1
 
 
 def heatmap_crowns(
@@ -137,7 +143,7 @@ def heatmap_crowns(
     net = model or packaged_model()
     height, width = image.shape[:2]
     rs, work_mpp, peak, colour_half = _working_scale(params, image.shape)
-    read = rs.aligned(window, width, height)
+    read = rs.aligned(window, width, height, NET_STRIDE)
     if read.width <= 0 or read.height <= 0:
         return _empty()
     rgb = rs.to_working(image[read.y0 : read.y1, read.x0 : read.x1])
@@ -148,8 +154,9 @@ def heatmap_crowns(
     rows, cols = np.nonzero((logit >= PEAK_LOGIT) & (logit >= neighbourhood))
     if rows.size == 0:
         return _empty()
-    x0w, y0w = read.x0 // rs.down * rs.up, read.y0 // rs.down * rs.up
-    keep = first_of_equal_peaks(rows + y0w, cols + x0w, logit[rows, cols], peak)
+    x0w, y0w = read.x0 // rs.down * rs.up, read.y0 // rs.down * rs.up  # multiples of NET_STRIDE
+    s = NET_STRIDE
+    keep = first_of_equal_peaks(rows + y0w // s, cols + x0w // s, logit[rows, cols], peak)
     rows, cols = rows[keep], cols[keep]
     diameter_w = np.maximum(maps[1, rows, cols].astype(np.float64) * SIZE_UNIT_PX, 1.0)
     dead = maps[2, rows, cols] > DEAD_LOGIT
@@ -157,13 +164,15 @@ def heatmap_crowns(
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
     lower = np.array([params.hue_min, params.sat_min, params.val_min], np.uint8)
     upper = np.array([params.hue_max, params.sat_max, params.val_max], np.uint8)
-    colour_ok = _fraction_in(cv2.inRange(hsv, lower, upper), rows, cols, half) >= COLOUR_FRACTION
+    colour_ok = _fraction_in(cv2.inRange(hsv, lower, upper), s * rows, s * cols, half) >= COLOUR_FRACTION
     value = cv2.inRange(hsv[:, :, 2], np.array([params.val_min]), np.array([params.val_max]))
-    value_ok = _fraction_in(value, rows, cols, half) >= COLOUR_FRACTION
+    value_ok = _fraction_in(value, s * rows, s * cols, half) >= COLOUR_FRACTION
     kept = np.where(dead, value_ok, colour_ok)
     rows, cols = rows[kept], cols[kept]
     dy, dx = _subpixel(logit, rows, cols)
-    working = np.stack([cols + x0w + 0.5 + dx, rows + y0w + 0.5 + dy], axis=1).astype(np.float64)
+    # Whole-image grid indices first (exact integers), so the float sums are the same in every window.
+    grid_x, grid_y = (cols + x0w // s).astype(np.float64), (rows + y0w // s).astype(np.float64)
+    working = np.stack([s * (grid_x + dx) + 0.5, s * (grid_y + dy) + 0.5], axis=1)
     return Crowns(rs.to_input(working), rs.to_input(diameter_w[kept]))
 
 

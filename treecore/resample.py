@@ -34,13 +34,20 @@ class Resampling:
         """Working (width, height) of the full image: partial blocks at the right and bottom are dropped."""
         return width // self.down * self.up, height // self.down * self.up
 
-    def aligned(self, window: Window, width: int, height: int) -> Window:
-        """`window` grown to whole blocks, within the full image's block-covered part (input pixels)."""
-        d = self.down
+    def period(self, multiple: int = 1) -> int:
+        """Input pixels between window starts whose working origin is a multiple of `multiple` working pixels."""
+        return self.down * multiple // math.gcd(multiple, self.up)
+
+    def aligned(self, window: Window, width: int, height: int, multiple: int = 1) -> Window:
+        """`window` grown to whole blocks, within the full image's block-covered part (input pixels).
+
+        The start is also put on `period(multiple)`, so it falls on a multiple of `multiple` working pixels.
+        """
+        d, start = self.down, self.period(multiple)
         right, bottom = width // d * d, height // d * d
         return Window(
-            window.x0 // d * d,
-            window.y0 // d * d,
+            window.x0 // start * start,
+            window.y0 // start * start,
             min(right, -(-window.x1 // d) * d),
             min(bottom, -(-window.y1 // d) * d),
         )

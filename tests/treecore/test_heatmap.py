@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_packaged_network_is_small_and_gives_three_maps():
     assert MODEL_PATH.stat().st_size < 100_000
-    maps = packaged_model().maps(np.full((40, 56, 3), 120, np.uint8))
-    assert maps.shape == (3, 40, 56) and maps.dtype == np.float32
+    maps = packaged_model().maps(np.full((41, 56, 3), 120, np.uint8))
+    assert maps.shape == (3, 21, 28) and maps.dtype == np.float32  # one value per 2 x 2 working pixels
     assert np.isfinite(maps).all()
 
 
@@ -67,16 +67,18 @@ def test_windows_are_grown_to_whole_blocks_inside_the_image():
 
 
 class FakeNetwork(HeatmapModel):
-    """A network stand-in whose maps are drawn by hand: a peak per (row, col, diameter_px, dead)."""
+    """A network stand-in whose maps are drawn by hand: a peak per (row, col, diameter_px, dead), working pixels."""
 
     def __init__(self, peaks):
         self.peaks = peaks
 
     def maps(self, rgb):
-        h, w = rgb.shape[:2]
+        s = heatmap.NET_STRIDE
+        h, w = -(-rgb.shape[0] // s), -(-rgb.shape[1] // s)
         out = np.zeros((3, h, w), np.float32)
         out[0] = -10
         for row, col, diameter, dead in self.peaks:
+            row, col = row // s, col // s
             out[0, row, col] = 5.0
             out[1, row, col] = diameter / heatmap.SIZE_UNIT_PX
             out[2, row, col] = 5.0 if dead else -5.0
@@ -91,8 +93,8 @@ def _two_crowns(colour_of_second):
     image = np.empty((60, 100, 3), np.uint8)
     image[:] = (150, 120, 90)
     yy, xx = np.mgrid[0:60, 0:100]
-    image[np.hypot(yy - 30, xx - 25) <= 6] = (40, 150, 40)
-    image[np.hypot(yy - 30, xx - 75) <= 6] = colour_of_second
+    image[np.hypot(yy - 30, xx - 24) <= 6] = (40, 150, 40)
+    image[np.hypot(yy - 30, xx - 76) <= 6] = colour_of_second
     return image
 
 
@@ -104,28 +106,28 @@ def _found(image, network, **kw):
 
 def test_live_crowns_need_their_colour_in_the_hsv_range():
     image = _two_crowns(GREY)
-    live = FakeNetwork([(30, 25, 12, False), (30, 75, 12, False)])
-    assert _found(image, live) == [26]  # the grey crown is outside sat_min 40
-    assert _found(image, live, hue_min=0, sat_min=0) == [26, 76]  # grey has hue 0
+    live = FakeNetwork([(30, 24, 12, False), (30, 76, 12, False)])
+    assert _found(image, live) == [24]  # the grey crown is outside sat_min 40
+    assert _found(image, live, hue_min=0, sat_min=0) == [24, 76]  # grey has hue 0
     assert _found(image, live, hue_min=70) == []  # green (hue 60) leaves the range
 
 
 def test_dead_crowns_are_judged_by_value_alone():
     image = _two_crowns(GREY)
-    network = FakeNetwork([(30, 25, 12, False), (30, 75, 12, True)])
-    assert _found(image, network) == [26, 76]  # the grey snag is found with the green defaults
+    network = FakeNetwork([(30, 24, 12, False), (30, 76, 12, True)])
+    assert _found(image, network) == [24, 76]  # the grey snag is found with the green defaults
     assert _found(image, network, hue_min=70, hue_max=80) == [76]  # hue does not apply to a snag
     assert _found(image, network, val_max=100) == []  # value does, to both
 
 
 def test_the_crown_diameter_is_read_at_the_peak():
     image = _two_crowns((40, 150, 40))
-    network = FakeNetwork([(30, 25, 10, False), (30, 75, 30, False)])
+    network = FakeNetwork([(30, 24, 10, False), (30, 76, 30, False)])
     p = DetectionParams(real_width=40, real_height=24, method="heatmap", cluster_threshold=0)
     trees = detect_trees(image, p, model=network).trees
     assert [round(t.diameter, 6) for t in trees] == [4.0, 12.0]
     small = DetectionParams(real_width=40, real_height=24, method="heatmap", cluster_threshold=0, max_diameter=10)
-    assert [t.pixel_x for t in detect_trees(image, small, model=network).trees] == [25.5]
+    assert [t.pixel_x for t in detect_trees(image, small, model=network).trees] == [24.5]
 
 
 def textured_scene(h, w, discs, seed):
