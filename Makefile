@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv node lint bench clean
+.PHONY: run test venv node lint bench clean train
 
 venv: $(STAMP)
 
@@ -48,6 +48,12 @@ bench: venv
 	$(BIN)/python benchmarks/serve_pipeline.py --legacy-case
 	$(BIN)/python benchmarks/load.py
 	$(BIN)/python benchmarks/quality.py
+
+# Retrain the heatmap method's network (treecore/models/tree_centres.onnx) on CPU: the training extras
+# (requirements-train.txt, never in the image) go into the .venv; TRAIN_ARGS=--check retrains and compares bytes.
+train: venv
+	$(BIN)/python -m pip install --quiet -r requirements-train.txt
+	$(BIN)/python training/train_heatmap.py $(TRAIN_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .hypothesis .coverage test-artifacts generated_models

@@ -1,10 +1,16 @@
-"""Detection quality on real 10 cm NEON aerial images with hand-drawn crown boxes.
+"""Detection quality on real 10 cm NEON aerial images with hand-drawn crown boxes, at 0.1, 0.3 and 0.5 m.
 
 The images and boxes ship inside the `deepforest` wheel; it is downloaded once with pip (not
-installed) into benchmarks/data/ and read with zipfile. A detected tree is correct when its centre
-lies inside a ground-truth box, matched one to one (optimal assignment).
+installed) into benchmarks/data/ and read with zipfile (training/neon.py). A detected tree is correct
+when its centre lies inside a ground-truth box, matched one to one (optimal assignment). Each crop is
+scored at its own 0.1 m and shrunk (area mean) to 0.3 m and 0.5 m with the same real size.
+
+The heatmap method is scored with the packaged network (trained on all three crops) and with
+leave-one-out networks (trained on the two other crops, the scored one never seen), made by
+training/train_heatmap.py into benchmarks/data/models/ on first use (needs `make train`'s extras).
 
     .venv/bin/python benchmarks/quality.py
+    .venv/bin/python benchmarks/quality.py --quick      # packaged network only, no leave-one-out
 """
 
 from __future__ import annotations
@@ -12,40 +18,58 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from treecore import DetectionParams, decode_image, detect_trees
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from training.neon import DATA, GSD_M, IMAGES, Site, load_site, read_boxes, short_name  # noqa: E402
+from treecore import DetectionParams, detect_trees  # noqa: E402
+from treecore.heatmap import HeatmapModel  # noqa: E402
 
-DATA = Path(__file__).parent / "data"
-WHEEL = "deepforest==2.1.0"
-IMAGES = ("OSBS_029", "SOAP_061", "2019_YELL_2_541000_4977000_image_crop")
-GSD_M = 0.1  # NEON RGB orthophotos: 10 cm per pixel
+__all__ = ["read_boxes"]
 
-#: Rows of the table: (label, parameters apart from the image size).
-LEGACY = {"method": "legacy"}
-#: Our one documented parameter set for every image (no per-image tuning): a wider vegetation colour
-#: range (dark conifers, grey-green crowns), crowns from 3 m, and no cluster merge (crowns are found
-#: one by one by their tops, so merging neighbours only loses trees).
-BEST = {
-    "method": "watershed",
-    "hue_min": 20,
-    "hue_max": 110,
-    "sat_min": 10,
-    "val_min": 20,
+RESOLUTIONS = (0.1, 0.3, 0.5)
+LOO_DIR = DATA / "models"
+TRAIN = Path(__file__).resolve().parents[1] / "training" / "train_heatmap.py"
+
+#: What the legacy front end sends: every form field at its default (only the real size is the image's).
+FRONTEND: dict[str, object] = {
+    "hue_min": 35,
+    "hue_max": 85,
+    "sat_min": 40,
+    "sat_max": 255,
+    "val_min": 40,
+    "val_max": 255,
     "min_diameter": 3.0,
-    "max_diameter": 10.0,
-    "cluster_threshold": 0.0,
+    "max_diameter": 15.0,
+    "cluster_threshold": 10.0,
 }
-REFERENCE = (
-    ("legacy re-implementation, legacy defaults (issue)", (0.12, 0.00, 0.06)),
-    ("legacy re-implementation, min_diameter=1, no merge (issue)", (0.65, 0.00, 0.23)),
-)
+#: The best single parameter set per method over the three crops at 0.1 m (no per-image tuning).
+BEST: dict[str, dict[str, object]] = {
+    "heatmap": {
+        "hue_min": 0,
+        "hue_max": 179,
+        "sat_min": 0,
+        "val_min": 0,
+        "min_diameter": 1.0,
+        "max_diameter": 15.0,
+        "cluster_threshold": 0.0,
+    },
+    "watershed": {
+        "hue_min": 20,
+        "hue_max": 110,
+        "sat_min": 10,
+        "val_min": 20,
+        "min_diameter": 3.0,
+        "max_diameter": 10.0,
+        "cluster_threshold": 0.0,
+    },
+    "legacy": {"min_diameter": 1.0, "cluster_threshold": 0.0},
+}
 
 
 @dataclass(frozen=True)
@@ -55,6 +79,7 @@ class Score:
     detected: int
     truth: int
     matched: int
+    largest_m: float = 0.0
 
     @property
     def precision(self) -> float:
@@ -71,34 +96,6 @@ class Score:
         """Harmonic mean of precision and recall."""
         p, r = self.precision, self.recall
         return 2 * p * r / (p + r) if p + r else 0.0
-
-
-def wheel_path() -> Path:
-    """The deepforest wheel in benchmarks/data, downloaded with pip on first use."""
-    found = sorted(DATA.glob("deepforest-2.1.0-*.whl"))
-    if not found:
-        DATA.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", WHEEL, "--no-deps", "--quiet", "-d", str(DATA)], check=True
-        )
-        found = sorted(DATA.glob("deepforest-2.1.0-*.whl"))
-    return found[0]
-
-
-def read_boxes(xml_text: str) -> np.ndarray:
-    """Ground-truth boxes of a Pascal VOC annotation.
-
-    Args:
-        xml_text: the XML document.
-
-    Returns:
-        (N, 4) float64 [x_min, y_min, x_max, y_max], pixels.
-    """
-    root = ET.fromstring(xml_text)
-    rows = [
-        [float(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")] for obj in root.iter("object")
-    ]
-    return np.array(rows, np.float64).reshape(-1, 4)
 
 
 def match(centres: np.ndarray, boxes: np.ndarray) -> Score:
@@ -123,51 +120,89 @@ def match(centres: np.ndarray, boxes: np.ndarray) -> Score:
     return Score(len(centres), len(boxes), int((cost[rows, cols] < forbidden).sum()))
 
 
-def load(wheel: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """An image (RGB) and its boxes, read out of the wheel."""
-    with zipfile.ZipFile(wheel) as archive:
-        image = decode_image(archive.read(f"deepforest/data/{name}.png"), max_pixels=50_000_000)
-        boxes = read_boxes(archive.read(f"deepforest/data/{name}.xml").decode())
-    return image, boxes
+def at_resolution(site: Site, resolution: float) -> tuple[np.ndarray, np.ndarray]:
+    """The crop shrunk (area mean) to `resolution` metres per pixel, and its boxes in those pixels."""
+    if resolution == GSD_M:
+        return site.image, site.boxes
+    h, w = site.image.shape[:2]
+    size = (int(round(w * GSD_M / resolution)), int(round(h * GSD_M / resolution)))
+    image = cv2.resize(site.image, size, interpolation=cv2.INTER_AREA)
+    return image, site.boxes * np.array([size[0] / w, size[1] / h] * 2)
 
 
-def evaluate(image: np.ndarray, boxes: np.ndarray, settings: dict[str, object]) -> Score:
-    """Detect with `settings` at 10 cm per pixel and score against the boxes."""
-    h, w = image.shape[:2]
+def evaluate(site: Site, resolution: float, settings: dict[str, object], model: HeatmapModel | None = None) -> Score:
+    """Detect with `settings` at `resolution` (real size unchanged) and score against the boxes."""
+    image, boxes = at_resolution(site, resolution)
+    h, w = site.image.shape[:2]
     params = DetectionParams(real_width=w * GSD_M, real_height=h * GSD_M, **settings)  # type: ignore[arg-type]
-    trees = detect_trees(image, params).trees
+    trees = detect_trees(image, params, model=model).trees
     centres = np.array([[t.pixel_x, t.pixel_y] for t in trees], np.float64).reshape(-1, 2)
-    return match(centres, boxes)
+    largest = max((t.diameter for t in trees), default=0.0)
+    s = match(centres, boxes)
+    return Score(s.detected, s.truth, s.matched, largest)
+
+
+def loo_model(name: str) -> HeatmapModel:
+    """The network trained without `name` (trained now when missing)."""
+    path = LOO_DIR / f"loo_{short_name(name)}.onnx"
+    if not path.exists():
+        LOO_DIR.mkdir(parents=True, exist_ok=True)
+        print(f"training the leave-{short_name(name)}-out network (once) ...", flush=True)
+        subprocess.run(
+            [sys.executable, str(TRAIN), "--leave-out", short_name(name), "--out", str(path)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    return HeatmapModel(path)
+
+
+def cell(s: Score) -> str:
+    """P / R / F1 with F1 in bold."""
+    return f"{s.precision:.2f} / {s.recall:.2f} / **{s.f1:.2f}**"
 
 
 def main() -> int:
-    """Print the table of precision, recall and F1 per image."""
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
-    wheel = wheel_path()
-    data = {name: load(wheel, name) for name in IMAGES}
-    short = {n: n.split("_image")[0] for n in IMAGES}
+    """Print the table: method x parameters x image, P / R / F1 at each resolution."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="packaged network only (no leave-one-out)")
+    args = parser.parse_args()
+    sites = [load_site(name) for name in IMAGES]
     print("Ground truth crowns (box side, metres):")
-    for name, (image, boxes) in data.items():
-        side = ((boxes[:, 2] - boxes[:, 0]) + (boxes[:, 3] - boxes[:, 1])) / 2 * GSD_M
+    for site in sites:
+        side = ((site.boxes[:, 2] - site.boxes[:, 0]) + (site.boxes[:, 3] - site.boxes[:, 1])) / 2 * GSD_M
         print(
-            f"  {short[name]:<24} {image.shape[1]}x{image.shape[0]} px, {len(boxes)} crowns, "
-            f"median {np.median(side):.1f} m, p10 {np.percentile(side, 10):.1f} m, p90 {np.percentile(side, 90):.1f} m"
+            f"  {short_name(site.name):<9} {site.image.shape[1]}x{site.image.shape[0]} px, {len(site.boxes)} crowns "
+            f"({int(site.dead.sum())} dead), median {np.median(side):.1f} m, "
+            f"{(side < 3).mean():.0%} under 3 m, largest {side.max():.1f} m"
         )
     print()
-    header = "| detector | " + " | ".join(short[n] + " P / R / F1" for n in IMAGES) + " |"
-    print(header)
-    print("|" + "---|" * (len(IMAGES) + 1))
-    rows = (("legacy algorithm, legacy defaults", LEGACY), ("ours (watershed), one parameter set", BEST))
-    for label, settings in rows:
-        cells = []
-        for name in IMAGES:
-            s = evaluate(*data[name], settings)
-            cells.append(f"{s.precision:.2f} / {s.recall:.2f} / **{s.f1:.2f}**")
-        print(f"| {label} | " + " | ".join(cells) + " |")
-    for label, f1s in REFERENCE:
-        print(f"| {label} | " + " | ".join(f"F1 {f:.2f}" for f in f1s) + " |")
-    print("| DeepForest deep model (published, this benchmark) | P 0.66 / R 0.79 overall | | |")
-    print(f"\nour parameter set: {BEST}")
+    print("| method | network | parameters | image | " + " | ".join(f"{r} m P / R / F1" for r in RESOLUTIONS) + " |")
+    print("|---|---|---|---|" + "---|" * len(RESOLUTIONS))
+    rows: list[tuple[str, str, str, dict[str, object], bool]] = []
+    for label, settings in (("front end", FRONTEND), ("best single set", BEST["heatmap"])):
+        if not args.quick:
+            rows.append(("heatmap", "leave-one-out", label, settings, True))
+        rows.append(("heatmap", "all three", label, settings, False))
+    for method in ("watershed", "legacy"):
+        for label, settings in (("front end", FRONTEND), ("best single set", BEST[method])):
+            rows.append((method, "", label, settings, False))
+    largest = 0.0
+    for method, network, label, settings, loo in rows:
+        for site in sites:
+            model = loo_model(site.name) if loo else None
+            scores = [evaluate(site, r, {**settings, "method": method}, model) for r in RESOLUTIONS]
+            largest = max([largest, *(s.largest_m for s in scores)]) if label == "front end" else largest
+            print(
+                f"| {method} | {network} | {label} | {short_name(site.name)} | "
+                + " | ".join(cell(s) for s in scores)
+                + " |",
+                flush=True,
+            )
+    print("| DeepForest (RetinaNet, published, NeonTreeEvaluation) | | | all | P 0.66 / R 0.79 | | |")
+    print(f"\nlargest crown reported with the front-end parameters (max_diameter 15 m): {largest:.1f} m")
+    print(f"front-end parameters: {FRONTEND}")
+    for method, settings in BEST.items():
+        print(f"best single set, {method}: {settings}")
     return 0
 
 

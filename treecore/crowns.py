@@ -116,9 +116,21 @@ def _empty() -> Crowns:
     return Crowns(np.zeros((0, 2), np.float64), np.zeros((0,), np.float64))
 
 
-def _first_of_equal_peaks(rows: np.ndarray, cols: np.ndarray, score: np.ndarray, peak: int) -> np.ndarray:
-    # Maxima of equal score within one peak square (a plateau) are one top: keep the first in
-    # full-image (row, col) order. Depends only on the candidates nearby, never on the window.
+def first_of_equal_peaks(rows: np.ndarray, cols: np.ndarray, score: np.ndarray, peak: int) -> np.ndarray:
+    """Which local maxima to keep: of equal maxima within one peak square (a plateau), the first.
+
+    The first in full-image (row, col) order, so the answer depends only on the candidates nearby,
+    never on the window.
+
+    Args:
+        rows: (N,) int row of each candidate, full-image (or any fixed-origin) pixels.
+        cols: (N,) int column of each candidate.
+        score: (N,) the candidates' scores.
+        peak: half-side of the peak square, pixels.
+
+    Returns:
+        (N,) bool, True for the candidates kept.
+    """
     a, b = close_pairs(np.stack([cols, rows], axis=1).astype(np.float64), peak * math.sqrt(2) + 1)
     tie = (np.abs(rows[a] - rows[b]) <= peak) & (np.abs(cols[a] - cols[b]) <= peak) & (score[a] == score[b])
     a, b = a[tie], b[tie]
@@ -210,7 +222,7 @@ def tree_top_crowns(hsv: np.ndarray, mask: np.ndarray, window: Window, scale: Sc
     top_rows, top_cols = np.nonzero(tops)
     if top_rows.size == 0:
         return _empty()
-    keep = _first_of_equal_peaks(top_rows, top_cols, smooth[top_rows, top_cols], peak)
+    keep = first_of_equal_peaks(top_rows, top_cols, smooth[top_rows, top_cols], peak)
     return _grow_cells(veg, top_rows[keep], top_cols[keep], window, scale)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from treecore.crowns import Crowns, legacy_crowns, scale_for, tree_top_crowns
 from treecore.errors import InvalidImageError
+from treecore.heatmap import HeatmapModel, heatmap_crowns
 from treecore.merge import merge_trees
 from treecore.tiles import halo_pixels, owned, plan_tiles
 from treecore.types import DetectionParams, DetectionResult, Tile, Tree, Window
@@ -33,21 +34,29 @@ def _check_image(image: np.ndarray) -> None:
         raise InvalidImageError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
 
 
-def window_crowns(image: np.ndarray, window: Window, params: DetectionParams) -> Crowns:
+def window_crowns(
+    image: np.ndarray, window: Window, params: DetectionParams, model: HeatmapModel | None = None
+) -> Crowns:
     """Crowns of one window of the full image, sized and filtered, in full-image pixels.
 
     Args:
         image: (H, W, 3) uint8 RGB, the FULL image (read, never written or copied whole).
         window: the part to read.
         params: detection parameters.
+        model: the heatmap method's network (default: the packaged one).
 
     Returns:
         Crowns whose diameter lies within [min_diameter, max_diameter] metres.
     """
+    scale = scale_for(params, image.shape)
+    if params.method == "heatmap":
+        crowns = heatmap_crowns(image, window, params, model)
+        diameter_m = crowns.diameters * scale.metres_per_pixel
+        keep = (diameter_m >= params.min_diameter) & (diameter_m <= params.max_diameter)
+        return Crowns(crowns.centres[keep], crowns.diameters[keep])
     part = image[window.y0 : window.y1, window.x0 : window.x1]
     hsv = to_hsv(part)
     mask = vegetation_mask(hsv, params)
-    scale = scale_for(params, image.shape)
     if params.method == "legacy":
         whole = Window(0, 0, image.shape[1], image.shape[0])
         crowns = legacy_crowns(mask, window, whole, scale)
@@ -58,19 +67,22 @@ def window_crowns(image: np.ndarray, window: Window, params: DetectionParams) ->
     return Crowns(crowns.centres[keep], crowns.diameters[keep])
 
 
-def detect_tile(image: np.ndarray, tile: Tile, params: DetectionParams) -> list[Tree]:
+def detect_tile(
+    image: np.ndarray, tile: Tile, params: DetectionParams, *, model: HeatmapModel | None = None
+) -> list[Tree]:
     """Trees whose centre lies in the tile's core, read from the tile's halo window.
 
     Args:
         image: (H, W, 3) uint8 RGB, the FULL image (e.g. a read-only array from an object store).
         tile: the tile (from `plan_tiles` with `halo_pixels`).
         params: detection parameters.
+        model: the heatmap method's network (default: the packaged one).
 
     Returns:
         Trees in full-image coordinates, id 0 (ids are given by `merge_trees`).
     """
     _check_image(image)
-    crowns = window_crowns(image, tile.halo, params)
+    crowns = window_crowns(image, tile.halo, params, model)
     mx, my = metres_per_pixel(params, image.shape)
     mpp = math.sqrt(mx * my)
     trees = []
@@ -86,6 +98,7 @@ def detect_trees(
     *,
     n_tiles: int | None = 1,
     tile_size: int | None = None,
+    model: HeatmapModel | None = None,
 ) -> DetectionResult:
     """Detect the trees of a whole image, tile by tile in this process, merged globally.
 
@@ -96,6 +109,7 @@ def detect_trees(
         params: detection parameters.
         n_tiles: number of tiles (ignored when tile_size is given).
         tile_size: largest tile core side, pixels.
+        model: the heatmap method's network (default: the packaged one).
 
     Returns:
         The DetectionResult, with timings in seconds ("detect_s", "merge_s").
@@ -110,7 +124,7 @@ def detect_trees(
     )
     found: list[Tree] = []
     for tile in tiles:
-        found.extend(detect_tile(image, tile, params))
+        found.extend(detect_tile(image, tile, params, model=model))
     detected = time.perf_counter()
     trees = merge_trees(
         found, params.cluster_threshold, min_diameter=params.min_diameter, max_diameter=params.max_diameter

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from treecore import heatmap
 from treecore.crowns import context_px
 from treecore.errors import InvalidParametersError
 from treecore.types import DetectionParams, Tile, Window
@@ -17,8 +18,11 @@ def halo_pixels(params: DetectionParams, shape: tuple[int, ...]) -> int:
         shape: (H, W, ...) of the full image.
 
     Returns:
-        Pixels added around each core (at least the largest crown plus every filter radius).
+        Pixels added around each core (at least the largest crown plus every filter radius; for the
+        heatmap method the network's receptive field, the peak search and the resampling alignment).
     """
+    if params.method == "heatmap":
+        return heatmap.context_px(params, shape)
     return context_px(params, shape)
 
 

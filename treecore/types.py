@@ -9,8 +9,11 @@ from treecore.errors import InvalidGeoreferenceError, InvalidParametersError
 
 BBox = tuple[int, int, int, int]  # (x_min, y_min, x_max, y_max), pixels, half-open
 
-#: Detection methods: "legacy" reproduces the old backend; "watershed" also splits touching crowns.
-METHODS = ("legacy", "watershed")
+#: Detection methods: "heatmap" finds tree centres with a small learned network (treecore/heatmap.py);
+#: "legacy" reproduces the old backend; "watershed" grows crowns from tree tops (brightness maxima).
+METHODS = ("heatmap", "legacy", "watershed")
+#: The method used when none is named: the best on the NEON benchmark (benchmarks/README.md).
+DEFAULT_METHOD = "heatmap"
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class DetectionParams:
     cluster_threshold: float = 10.0
     real_width: float = 100.0
     real_height: float = 100.0
-    method: str = "watershed"
+    method: str = DEFAULT_METHOD
 
     #: Largest accepted real size, metres: 1,000 km, far beyond any image tile.
     MAX_REAL_SIZE_M = 1_000_000.0

@@ -7,10 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import Depends, File, Form, UploadFile
 
 from serve_app.bounds import MAX_DIAMETER_M, MAX_REAL_SIZE_M, MIN_REAL_SIZE_M
-from treecore.types import METHODS, DetectionParams
+from treecore.types import DEFAULT_METHOD, METHODS, DetectionParams
 
-#: The detection method of a request that names none (treecore's default).
-DEFAULT_METHOD = DetectionParams().method
 if TYPE_CHECKING:
     Method = str
 else:  # the form's choices are treecore's methods: a new method there is offered here unchanged

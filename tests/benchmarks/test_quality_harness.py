@@ -33,4 +33,5 @@ def test_empty_inputs_score_zero():
 def test_voc_boxes_are_read():
     box = "<bndbox><xmin>1</xmin><ymin>2</ymin><xmax>3</xmax><ymax>4</ymax></bndbox>"
     xml = f"<annotation><object>{box}</object></annotation>"
-    assert quality.read_boxes(xml).tolist() == [[1, 2, 3, 4]]
+    boxes, dead = quality.read_boxes(xml)
+    assert boxes.tolist() == [[1, 2, 3, 4]] and dead.tolist() == [False]

@@ -9,7 +9,7 @@ from tests.treecore.conftest import Disc, draw_scene
 from treecore.detect import detect_tile, detect_trees
 from treecore.errors import InvalidImageError, InvalidParametersError
 from treecore.tiles import halo_pixels, plan_tiles
-from treecore.types import DetectionParams
+from treecore.types import METHODS, DetectionParams
 
 # 10 px per metre: a 400 x 300 image covers 40 x 30 m.
 SCALE = 0.1
@@ -56,7 +56,7 @@ def test_hedge_of_ten_touching_crowns_is_ten_trees():
     radius = 22
     discs = [Disc(40 + i * 2 * radius, 100, radius) for i in range(10)]
     image = draw_scene(200, 520, discs, shade=True)
-    p = params(200, 520)
+    p = params(200, 520, method="watershed")
     found = detect_trees(image, p).trees
     assert len(found) == 10
     for tree, disc in zip(found, discs, strict=True):
@@ -69,12 +69,12 @@ def test_hedge_of_ten_touching_crowns_is_ten_trees():
 def test_hedge_of_flat_touching_discs_splits_too():
     discs = [Disc(40 + i * 40, 60, 20) for i in range(6)]
     image = draw_scene(120, 300, discs)
-    assert len(detect_trees(image, params(120, 300, max_diameter=8)).trees) == 6
+    assert len(detect_trees(image, params(120, 300, max_diameter=8, method="watershed")).trees) == 6
 
 
 def test_no_vegetation_no_trees():
     image = draw_scene(50, 60, [])
-    for method in ("legacy", "watershed"):
+    for method in METHODS:
         assert detect_trees(image, params(50, 60, method=method)).trees == ()
 
 

@@ -1,0 +1,1 @@
+"""Training scripts for the learned parts of treecore (not part of the package or the image)."""
