@@ -344,7 +344,7 @@ def main() -> int:
     global CHANNELS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--channels", type=int, default=CHANNELS, help="channels per layer (the shipped net: 8)")
     parser.add_argument("--leave-out", choices=[short_name(n) for n in IMAGES], help="train on the other two crops")
     parser.add_argument("--out", type=Path, default=MODEL)
