@@ -17,7 +17,7 @@ import {
 const BASE = "http://example.test/prefix/";
 const PARAMS_IN = {
   hue_min: 35, hue_max: 85, sat_min: 40, sat_max: 255, val_min: 40, val_max: 255,
-  min_diameter: 3, max_diameter: 15, cluster_threshold: 10, real_width: 102.4, real_height: 100, method: "watershed",
+  min_diameter: 3, max_diameter: 15, cluster_threshold: 10, real_width: 102.4, real_height: 100, method: "heatmap",
 };
 
 // A fetch that records its calls and answers each with the next of `answers` (a Response, or an Error to throw).
@@ -43,7 +43,7 @@ test("the detection form has the image and every parameter, as the page's string
   assert.equal(data.get("image").size, 3);
   assert.equal(data.get("min_diameter"), "3"); // String(3): no ".0", as the API tests send it
   assert.equal(data.get("real_width"), "102.4");
-  assert.equal(data.get("method"), "watershed");
+  assert.equal(data.get("method"), "heatmap");
 });
 
 test("a blob without a name is sent as image.png", () => {

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.serve
 # 600 x 400 px at 10 cm: 60 x 40 m (not square, so x and y cannot be swapped unnoticed); four crowns.
 DISCS = [Disc(100, 80, 25), Disc(450, 120, 30), Disc(300, 300, 20), Disc(520, 350, 35)]
 SCENE = draw_scene(400, 600, DISCS)
-FORM = {**LEGACY_FORM, "real_width": "60", "real_height": "40"}
+#: The drawn discs are found exactly by the tree-top method (the learned default is trained on real crowns).
+FORM = {**LEGACY_FORM, "real_width": "60", "real_height": "40", "method": "watershed"}
 EAST, NORTH = 500_000.0, 5_500_000.0
 GEOJSON = "application/geo+json"
 #: What the legacy React front end (axios) sends.

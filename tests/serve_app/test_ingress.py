@@ -88,7 +88,7 @@ def test_defaults_are_the_legacy_defaults(client: TestClient, scene_png: bytes) 
         "cluster_threshold": 10.0,
         "real_width": 100.0,
         "real_height": 100.0,
-        "method": "watershed",
+        "method": "heatmap",  # not a legacy field: the default chosen by the quality benchmark
     }
 
 

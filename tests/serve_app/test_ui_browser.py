@@ -29,7 +29,7 @@ from serve_app.api.ui import UI_DIR
 from tests.serve_app.conftest import API_KEY
 from tests.treecore.conftest import SOIL_RGB, Disc, draw_scene, encode
 from treecore.detect import detect_trees
-from treecore.types import DetectionParams
+from treecore.types import DEFAULT_METHOD, DetectionParams
 
 pytestmark = pytest.mark.serve
 
@@ -39,6 +39,8 @@ PLAYWRIGHT = ROOT / "node_modules" / "playwright-core"
 SIZE = 2048  # pixels a side, the size the issue names
 GSD_M = 0.05
 REAL_M = SIZE * GSD_M
+#: The method the page is switched to for its drawn discs (see tests/tools/ui_check.mjs).
+PAGE_METHOD = "watershed"
 #: Crown radii in pixels (diameters 4, 6.5, 8 and 11 m), cycled over a 7 x 7 grid 292 px (14.6 m) apart: no two
 #: crowns touch or lie within the default cluster threshold (10 m).
 RADII_PX = (40, 65, 80, 110)
@@ -195,6 +197,7 @@ def test_tuning_page_in_a_real_browser(
         "disc_png": str(tmp_path / "trees.png"),
         "disc_tiff": str(tmp_path / "trees.tiff"),
         "scene_png": str(tmp_path / "scene.png"),
+        "method": PAGE_METHOD,
         "real_size_m": REAL_M,
         "scene_real_size_m": SIZE * 0.1,  # make_scene draws at 10 cm per pixel
         "exif_jpeg": str(tmp_path / "turned.jpg"),
@@ -236,6 +239,8 @@ def test_tuning_page_in_a_real_browser(
 
     # Every tree drawn is found, and the page shows the count the API gives for the same parameters.
     initial = report["initial"]
+    assert report["default_method"] == DEFAULT_METHOD  # the page offers the service's default first
+    assert initial["params"]["method"] == PAGE_METHOD
     assert initial["params"]["real_width"] == REAL_M and initial["params"]["min_diameter"] == 3
     assert int(initial["count"]) == _count(serve_url, disc_png, initial["params"]) == len(discs)
     assert initial["countText"] == initial["count"]

@@ -162,6 +162,10 @@ const context = await chromium.launchPersistentContext(userDataDir, {
 try {
   const page = await openPage(context, `${config.base}/ui/`);
   report.service_note = await page.textContent("#service-note");
+  report.default_method = await page.inputValue("#method");
+  // The drawn discs are the page's test pattern: the tree-top method finds them exactly (the learned default is
+  // trained on real crowns, not flat discs), so the page's mechanics are checked with it.
+  await page.selectOption("#method", config.method);
 
   // 1. Upload the synthetic image with known trees; the first detection runs by itself.
   const first = await upload(page, config.disc_png, config.real_size_m);
