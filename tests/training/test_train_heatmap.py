@@ -4,12 +4,8 @@ import hashlib
 
 import cv2
 import numpy as np
-import pytest
 
-pytest.importorskip("jax", reason="training extras not installed (make train installs requirements-train.txt)")
-pytest.importorskip("onnx")
-
-from training import train_heatmap  # noqa: E402
+from training import train_heatmap
 
 
 def _onnx(seed):
