@@ -44,6 +44,10 @@ def model_name(n_trees: int, now: float | None = None) -> str:
     return f"trees_{n_trees}_{stamp}_{os.urandom(3).hex()}"
 
 
+#: One stored file of a scene, as the HTTP layer sees it (serve_app.api imports nothing of serve_app.storage).
+StoredFile = StoredModel
+
+
 @dataclass(frozen=True)
 class StoredScene:
     """A scene that was stored, not returned: where it is, how many trees, and what to tell the client."""
@@ -51,6 +55,11 @@ class StoredScene:
     stored: StoredModel
     total_trees: int
     message: str
+
+    @property
+    def files(self) -> tuple[StoredModel, ...]:
+        """Every stored file of the scene: the OBJ (or zip, or GLB) first, then what it needs (an OBJ's MTL)."""
+        return (self.stored, *self.stored.companions)
 
 
 class Flows:
@@ -99,13 +108,16 @@ class Flows:
         check_image_size(data, max_pixels=self.settings.max_image_pixels)
         return data
 
-    async def detect(self, data: bytes, params: DetectionParams, progress: Progress) -> dict[str, Any]:
+    async def detect(
+        self, data: bytes, params: DetectionParams, progress: Progress, *, warnings: list[str] | None = None
+    ) -> dict[str, Any]:
         """Detect trees: split once, every tile in parallel, then one global merge.
 
         Args:
             data: the uploaded image's bytes.
             params: detection parameters.
             progress: updated as stages and tiles finish.
+            warnings: the request's warnings (ignored fields), given back in the answer.
 
         Returns:
             The /detect-trees body; its timings have decode_s, detect_s, merge_s and total_s.
@@ -140,7 +152,7 @@ class Flows:
         for stage, seconds in timings.items():
             self.metrics.stage(stage.removesuffix("_s"), seconds)
         self.metrics.detected(len(plan.tiles), len(trees))
-        return result_to_dict(_result(plan, params, trees, timings))
+        return result_to_dict(_result(plan, params, trees, timings), warnings=warnings or ())
 
     async def _tile(self, plan: SplitPlan, tile: Tile, params: DetectionParams, progress: Progress) -> list[Tree]:
         found = await self.stages.detect_tile(plan, tile, params)
@@ -151,7 +163,8 @@ class Flows:
     async def generate(
         self, payload: Any, base_model: str, progress: Progress, *, fmt: ModelFormat = "obj", store: bool = False
     ) -> InlineModel | StoredScene:
-        """One scene from a tree list: returned up to LARGE_MODEL_THRESHOLD trees, stored above it (or when asked).
+        """One scene from a tree list: an OBJ or zip is returned up to LARGE_MODEL_THRESHOLD trees and stored above
+        it; a GLB (about 40 bytes per tree) is always returned; with `store` (jobs) every format is stored.
 
         Args:
             payload: the /detect-trees response (or a bare tree list), parsed JSON.
@@ -168,7 +181,7 @@ class Flows:
         """
         trees = check_trees(parse_trees(payload, max_trees=self.settings.max_trees_limit))
         base = check_model_name(base_model)
-        store = store or len(trees) > self.settings.large_model_threshold
+        store = store or (fmt != "glb" and len(trees) > self.settings.large_model_threshold)
         progress.stage = "storing" if store else "generating"
         started = time.perf_counter()
         built = await self.stages.build_model(trees, base, store=store, name=model_name(len(trees)), fmt=fmt)

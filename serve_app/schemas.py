@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve_app.bounds import MAX_COORDINATE_M, MAX_DIAMETER_M, MAX_PIXELS
+
+#: What `warnings` holds in every answer.
+WARNINGS_DESCRIPTION = (
+    "what the service ignored or changed, e.g. a form field it does not know (a misspelt real_width); "
+    "empty when nothing"
+)
 
 
 class ErrorResponse(BaseModel):
@@ -38,17 +46,59 @@ class DetectResponse(BaseModel):
     parameters: dict[str, Any] = Field(description="the detection parameters used")
     tile_count: int = Field(description="sub-tiles the image was cut into")
     timings: dict[str, float] = Field(description="seconds per stage: decode_s, detect_s, merge_s, total_s")
+    warnings: list[str] = Field(description=WARNINGS_DESCRIPTION)
+
+
+class StoredFileOut(BaseModel):
+    """One stored file of a scene, with its own URL and expiry (with Azure: its own read-only SAS URL)."""
+
+    name: str
+    url: str
+    size_bytes: int
+    media_type: str = Field(description="model/obj, model/mtl, application/zip or model/gltf-binary")
+    expires_in_s: int | None = Field(description="seconds the URL stays valid from the answer; null: no expiry")
+    expires_at: str | None = Field(description="when the URL expires, UTC, ISO 8601 (e.g. 2026-12-01T23:00:00Z)")
 
 
 class StoredModelResponse(BaseModel):
-    """A large model: stored, and downloadable for a limited time."""
+    """A large model: stored, and downloadable for a limited time (the legacy fields first)."""
 
-    download_url: str
+    download_url: str = Field(description="the OBJ (or zip, or a job's GLB)")
     filename: str
     filesize_mb: float
     total_trees: int
     message: str
-    expires_in: int | None = Field(description="seconds the URL stays valid")
+    expires_in: str = Field(description='the legacy lifetime in words, e.g. "1 hour" (Azure SAS); "never"')
+    expires_in_s: int | None = Field(description="the same in seconds; null: no expiry")
+    expires_at: str | None = Field(description="when download_url expires, UTC, ISO 8601")
+    mtl_url: str | None = Field(description="the MTL the OBJ's mtllib names (stored beside it); null for zip, GLB")
+    files: list[StoredFileOut] = Field(description="every stored file of the scene: download_url's first")
+    warnings: list[str] = Field(description=WARNINGS_DESCRIPTION)
+
+
+class TreeIn(BaseModel):
+    """One tree of a /generate-model body: x, y and diameter are required, the rest optional."""
+
+    model_config = ConfigDict(extra="allow", title="TreeIn")
+
+    id: int | None = Field(None, ge=0, lt=2**53, description="whole number (default: position in the list + 1)")
+    x: float = Field(ge=-MAX_COORDINATE_M, le=MAX_COORDINATE_M, description="metres east (right)")
+    y: float = Field(ge=-MAX_COORDINATE_M, le=MAX_COORDINATE_M, description="metres south (down)")
+    diameter: float = Field(gt=0, le=MAX_DIAMETER_M, description="crown diameter, metres (tree height follows it)")
+    pixel_x: float | None = Field(None, ge=-MAX_PIXELS, le=MAX_PIXELS)
+    pixel_y: float | None = Field(None, ge=-MAX_PIXELS, le=MAX_PIXELS)
+    pixel_diameter: float | None = Field(None, ge=0, le=MAX_PIXELS)
+
+
+class GenerateModelRequest(BaseModel):
+    """A /generate-model body: the /detect-trees response as it is (its other fields are ignored, unknown ones
+    named in the answer's warnings), or just {"trees": [...]}; or, instead of an object, a bare list of trees."""
+
+    model_config = ConfigDict(extra="allow", title="GenerateModelRequest")
+
+    trees: list[TreeIn] = Field(description="at most MAX_TREES_LIMIT (default 60,000) trees (413 above)")
+    base_model: str | None = Field(None, description="base tree model (the query parameter wins); GET /tree-models")
+    format: Literal["obj", "zip", "glb"] | None = Field(None, description="obj (default), zip or glb; or as a query")
 
 
 class HealthResponse(BaseModel):
@@ -82,7 +132,7 @@ class JobResponse(BaseModel):
     result: dict[str, Any] | None = Field(
         None,
         description="detect: the /detect-trees response (GeoJSON with format=geojson); detect-and-generate: "
-        '{"detection", "model"}',
+        '{"detection", "model"} where model is the stored-model answer of /generate-model (in model_format)',
     )
     error: dict[str, Any] | None = Field(None, description='{"status", "detail"}')
 
@@ -93,6 +143,7 @@ class JobCreated(BaseModel):
     id: str
     state: str
     status_url: str
+    warnings: list[str] = Field(description=WARNINGS_DESCRIPTION)
 
 
 class ModelInfo(BaseModel):

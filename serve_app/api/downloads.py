@@ -9,8 +9,8 @@ from serve_app.api.context import ServiceDep
 from serve_app.formats import MEDIA_TYPES
 from treecore.errors import UnknownModelError
 
-#: The stored files a client may download (the OBJ with its MTL, or the zip).
-DOWNLOADABLE = ("obj", "mtl", "zip")
+#: The stored files a client may download (the OBJ with its MTL, the zip, or a job's GLB).
+DOWNLOADABLE = ("obj", "mtl", "zip", "glb")
 
 router = APIRouter(tags=["3d"])
 

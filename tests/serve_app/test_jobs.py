@@ -56,12 +56,38 @@ def test_bounds_expiry_cancel_and_failures() -> None:
         with pytest.raises(TooManyJobsError):
             table.submit("detect", _done)
         await asyncio.sleep(0)
-        assert table.cancel(long.id) is long
-        await asyncio.sleep(0)
-        assert long.state == "cancelled" and table.cancel(long.id).state == "cancelled"  # finished: as it is
+        assert await table.cancel(long.id) is long
+        assert long.state == "cancelled"  # the answer is the settled state, not "running"
+        assert (await table.cancel(long.id)).state == "cancelled"  # finished: as it is
         clock.now += 11
         with pytest.raises(JobNotFoundError, match="removed 10 s after"):
             table.get(long.id)
+        await table.close()
+
+    asyncio.run(scenario())
+
+
+def test_cancel_answers_the_settled_state() -> None:
+    async def scenario() -> None:
+        table = JobTable(max_jobs=5, max_running=5, ttl_s=10)
+        unstarted = table.submit("detect", _forever)
+        assert (await table.cancel(unstarted.id)).state == "cancelled"  # cancelled before its task ran
+        assert unstarted.finished_at is not None and table.running() == 0
+
+        async def stubborn(progress: Progress) -> dict[str, Any]:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.01)  # cleanup that takes a moment (e.g. releasing the image)
+                raise
+            raise AssertionError("unreachable")
+
+        slow = table.submit("detect", stubborn)
+        await asyncio.sleep(0)
+        assert (await table.cancel(slow.id)).state == "cancelled"
+        done = table.submit("detect", _done)
+        await asyncio.sleep(0)
+        assert (await table.cancel(done.id)).state == "succeeded"  # it ended first: as it is
         await table.close()
 
     asyncio.run(scenario())
