@@ -76,18 +76,29 @@ class StoredModelResponse(BaseModel):
     warnings: list[str] = Field(description=WARNINGS_DESCRIPTION)
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def _optional(**bounds: Any) -> Any:
+    """An optional field of a JSON body: absent is fine, null is not (the schema shows no default)."""
+    return Field(None, json_schema_extra=_no_default, allow_inf_nan=False, **bounds)
+
+
 class TreeIn(BaseModel):
-    """One tree of a /generate-model body: x, y and diameter are required, the rest optional."""
+    """One tree of a /generate-model body: x, y and diameter are required, the rest optional (other fields ignored)."""
 
     model_config = ConfigDict(extra="allow", title="TreeIn")
 
-    id: int | None = Field(None, ge=0, lt=2**53, description="whole number (default: position in the list + 1)")
-    x: float = Field(ge=-MAX_COORDINATE_M, le=MAX_COORDINATE_M, description="metres east (right)")
-    y: float = Field(ge=-MAX_COORDINATE_M, le=MAX_COORDINATE_M, description="metres south (down)")
-    diameter: float = Field(gt=0, le=MAX_DIAMETER_M, description="crown diameter, metres (tree height follows it)")
-    pixel_x: float | None = Field(None, ge=-MAX_PIXELS, le=MAX_PIXELS)
-    pixel_y: float | None = Field(None, ge=-MAX_PIXELS, le=MAX_PIXELS)
-    pixel_diameter: float | None = Field(None, ge=0, le=MAX_PIXELS)
+    id: int = _optional(ge=0, lt=2**53, description="whole number (default: position in the list + 1)")
+    x: float = Field(ge=-MAX_COORDINATE_M, le=MAX_COORDINATE_M, allow_inf_nan=False, description="metres east")
+    y: float = Field(ge=-MAX_COORDINATE_M, le=MAX_COORDINATE_M, allow_inf_nan=False, description="metres south")
+    diameter: float = Field(
+        gt=0, le=MAX_DIAMETER_M, allow_inf_nan=False, description="crown diameter, metres (tree height follows it)"
+    )
+    pixel_x: float = _optional(ge=-MAX_PIXELS, le=MAX_PIXELS)
+    pixel_y: float = _optional(ge=-MAX_PIXELS, le=MAX_PIXELS)
+    pixel_diameter: float = _optional(ge=0, le=MAX_PIXELS)
 
 
 class GenerateModelRequest(BaseModel):
@@ -97,8 +108,8 @@ class GenerateModelRequest(BaseModel):
     model_config = ConfigDict(extra="allow", title="GenerateModelRequest")
 
     trees: list[TreeIn] = Field(description="at most MAX_TREES_LIMIT (default 60,000) trees (413 above)")
-    base_model: str | None = Field(None, description="base tree model (the query parameter wins); GET /tree-models")
-    format: Literal["obj", "zip", "glb"] | None = Field(None, description="obj (default), zip or glb; or as a query")
+    base_model: str = _optional(description="base tree model (the query parameter wins; default tree_lowpoly)")
+    format: Literal["obj", "zip", "glb"] = _optional(description="obj (default), zip or glb (the query wins)")
 
 
 class HealthResponse(BaseModel):
@@ -108,6 +119,30 @@ class HealthResponse(BaseModel):
     service: str
     message: str
     version: str
+
+
+class LimitsOut(BaseModel):
+    """The service's limits (GET /)."""
+
+    max_upload_bytes: int
+    max_image_pixels: int
+    max_trees_limit: int
+    large_model_threshold: int
+    max_jobs: int
+    max_running_jobs: int
+
+
+class InfoResponse(BaseModel):
+    """GET /: version, limits, storage, the pipeline and request totals."""
+
+    service: str
+    version: str
+    docs: str
+    limits: LimitsOut
+    storage: str = Field(description="local, azure-connection-string or azure-workload-identity")
+    pipeline: dict[str, Any] = Field(description="mode (ray-serve or in-process), deployments and replicas")
+    api_key_required: bool
+    totals: dict[str, Any] = Field(description="requests by route and status, trees detected, tiles")
 
 
 class ProgressOut(BaseModel):

@@ -12,7 +12,7 @@ from serve_app.api.context import ServiceDep
 from serve_app.api.forms import ignored_warnings, log_warnings
 from serve_app.api.negotiation import bytes_response, file_response, model_format, model_response
 from serve_app.catalog import package_path
-from serve_app.formats import GLB_MEDIA_TYPE, OBJ_MEDIA_TYPE, ZIP_MEDIA_TYPE
+from serve_app.formats import binary_content
 from serve_app.progress import Progress
 from serve_app.schemas import (
     DetectResponse,
@@ -73,9 +73,7 @@ def _request_body() -> dict[str, Any]:
     responses={
         200: {
             "content": {
-                OBJ_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
-                ZIP_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
-                GLB_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+                **binary_content("obj", "zip", "glb"),
                 "application/json": {"schema": inline_schema(StoredModelResponse)},
             },
             "description": "the scene (OBJ or zip up to LARGE_MODEL_THRESHOLD trees, GLB always) or, above "
@@ -119,7 +117,12 @@ async def tree_models(request: Request, service: ServiceDep) -> dict[str, Any]:
     }
 
 
-@router.get("/tree-models/{filename}", name="tree_model_file", response_class=FileResponse)
+@router.get(
+    "/tree-models/{filename}",
+    name="tree_model_file",
+    response_class=FileResponse,
+    responses={200: {"content": binary_content("obj", "mtl"), "description": "the base model's OBJ or MTL"}},
+)
 async def tree_model_file(filename: str, service: ServiceDep) -> Response:
     """A base tree model's OBJ or MTL file by name, e.g. tree_lowpoly.obj (packaged or blob model)."""
     stem, ext = split_model_file_name(filename)
