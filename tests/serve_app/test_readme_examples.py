@@ -15,6 +15,7 @@ import fnmatch
 import json
 import os
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,8 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[example.name for example in EXAMPLES])
 def test_readme_example(example: Example, readme_url: str, scratch: Path) -> None:
+    if "curl " in example.command:
+        assert shutil.which("curl"), "the README's examples need curl (apt-get install curl)"
     command = example.command.replace(SHOWN_URL, readme_url)
     done = subprocess.run(
         ["bash", "-c", PRELUDE + command],
