@@ -166,7 +166,8 @@ def expiry_text(seconds: int | None) -> str:
     if seconds is None:
         return "never"
     # Hours at most (the legacy answer says "1 hour"; a day of local retention is "24 hours").
-    unit, size = next((u, n) for u, n in (("hour", 3600), ("minute", 60), ("second", 1)) if seconds % n == 0)
+    whole = ((u, n) for u, n in (("hour", 3600), ("minute", 60)) if seconds >= n and seconds % n == 0)
+    unit, size = next(whole, ("second", 1))
     count = seconds // size
     return f"{count} {unit}{'' if count == 1 else 's'}"
 

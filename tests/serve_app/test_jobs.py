@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from serve_app.api.negotiation import model_format, prefers_geojson
+from serve_app.api.negotiation import expiry_text, model_format, prefers_geojson
 from serve_app.errors import JobNotFoundError, TooManyJobsError
 from serve_app.jobs import JobTable
 from serve_app.progress import Progress
@@ -131,3 +131,12 @@ def test_model_format_query_then_body_then_obj() -> None:
     assert model_format(None, [1, 2]) == "obj"
     with pytest.raises(InvalidTreesError, match="format must be one of obj, zip, glb"):
         model_format(None, {"format": "fbx"})
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [(3600, "1 hour"), (86400, "24 hours"), (7200, "2 hours"), (60, "1 minute"), (90, "90 seconds"), (0, "0 seconds")],
+)
+def test_expires_in_is_the_legacy_words(seconds: int, words: str) -> None:
+    assert expiry_text(seconds) == words
+    assert expiry_text(None) == "never"
