@@ -74,6 +74,7 @@ class Flows:
             metrics: stage latencies, tiles and trees are recorded here.
         """
         self.stages, self.settings, self.metrics = stages, settings, metrics
+        self._releasing: set[asyncio.Future[None]] = set()
         self.store = make_store(settings)  # read back by GET /download (local storage: one node only)
 
     def open_download(self, filename: str) -> Download:
@@ -126,7 +127,7 @@ class Flows:
         progress.stage = "decoding"
         # The header gives the size (no limit here: check_image and the splitter check it) for the tile count.
         width, height = check_image_size(data, max_pixels=2**62)
-        plan = await self.stages.split(data, params, await self.stages.tile_target((height, width, 3)))
+        plan = await self._split(data, params, await self.stages.tile_target((height, width, 3)))
         split_done = time.perf_counter()
         progress.stage, progress.tiles_total = "detecting", len(plan.tiles)
         try:
@@ -153,6 +154,22 @@ class Flows:
             self.metrics.stage(stage.removesuffix("_s"), seconds)
         self.metrics.detected(len(plan.tiles), len(trees))
         return result_to_dict(_result(plan, params, trees, timings), warnings=warnings or ())
+
+    async def _split(self, data: bytes, params: DetectionParams, n_tiles: int) -> SplitPlan:
+        """The split stage; when the request is cancelled meanwhile (DELETE /jobs/{id}), the split goes on in
+        its stage and the image it holds is released once it is done (else it stays held until it expires)."""
+        split = asyncio.ensure_future(self.stages.split(data, params, n_tiles))
+        try:
+            return await asyncio.shield(split)
+        except asyncio.CancelledError:
+            split.add_done_callback(self._release_split)
+            raise
+
+    def _release_split(self, split: asyncio.Future[SplitPlan]) -> None:
+        if not split.cancelled() and split.exception() is None:
+            task = asyncio.ensure_future(self.stages.release(split.result()))
+            self._releasing.add(task)  # a reference until it is done (the loop keeps only weak ones)
+            task.add_done_callback(self._releasing.discard)
 
     async def _tile(self, plan: SplitPlan, tile: Tile, params: DetectionParams, progress: Progress) -> list[Tree]:
         found = await self.stages.detect_tile(plan, tile, params)

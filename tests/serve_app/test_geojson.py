@@ -35,6 +35,7 @@ LEGACY_KEYS = [
     "parameters",
     "tile_count",
     "timings",
+    "warnings",  # added beside the legacy fields (issue #14): ignored form fields, empty here
 ]
 
 

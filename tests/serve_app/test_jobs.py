@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from scripts.make_sample import make_scene
 from serve_app.api.negotiation import expiry_text, model_format, prefers_geojson
 from serve_app.errors import JobNotFoundError, TooManyJobsError
 from serve_app.jobs import JobTable
+from serve_app.metrics import Metrics
+from serve_app.orchestration import Flows
 from serve_app.progress import Progress
+from serve_app.settings import Settings
+from serve_app.stages import SplitPlan
 from treecore.errors import InvalidTreesError
+from treecore.types import DetectionParams
 
 
 class Clock:
@@ -140,3 +147,35 @@ def test_model_format_query_then_body_then_obj() -> None:
 def test_expires_in_is_the_legacy_words(seconds: int, words: str) -> None:
     assert expiry_text(seconds) == words
     assert expiry_text(None) == "never"
+
+
+def test_a_detection_cancelled_during_its_split_releases_the_image(tmp_path: Path) -> None:
+    class SlowSplit:
+        """Stages whose split takes a moment: the request is cancelled while it runs."""
+
+        def __init__(self) -> None:
+            self.released: list[SplitPlan] = []
+
+        async def tile_target(self, shape: tuple[int, int, int]) -> int:
+            return 1
+
+        async def split(self, data: bytes, params: DetectionParams, n_tiles: int) -> SplitPlan:
+            await asyncio.sleep(0.05)
+            return SplitPlan(["ref", "key"], (10, 10, 3), (), 0.0)
+
+        async def release(self, plan: SplitPlan) -> None:
+            self.released.append(plan)
+
+    async def scenario() -> None:
+        stages = SlowSplit()
+        flows = Flows(stages, Settings(generated_models_dir=tmp_path), Metrics())  # type: ignore[arg-type]
+        task = asyncio.create_task(flows.detect(make_scene(64), DetectionParams(), Progress()))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert stages.released == []  # the split is still running in its stage...
+        await asyncio.sleep(0.1)
+        assert len(stages.released) == 1  # ...and its image is released when it is done
+
+    asyncio.run(scenario())
