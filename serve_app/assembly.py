@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import time
 import zipfile
@@ -152,17 +153,20 @@ class ModelBuilder:
         Args:
             trees: the trees.
             base_model: base model name.
-            store: store it (large scenes) instead of returning the bytes (a GLB is always returned: with the
-                mesh stored once it is small, about 40 bytes per tree).
+            store: store it instead of returning the bytes (the caller decides: large OBJ and zip scenes, and
+                every scene of a job; /generate-model returns a GLB whatever its size, about 40 bytes per tree).
             name: file stem (letters, digits, '_').
             fmt: "obj" (OBJ, MTL separate), "zip" (OBJ and MTL in one archive) or "glb" (binary glTF).
 
         Returns:
-            InlineModel, or the StoredModel of the OBJ or zip.
+            InlineModel, or the StoredModel of the OBJ (its MTL in `companions`), zip or GLB.
         """
         mesh, mtl_text = self.catalog.lookup(base_model)
         if fmt == "glb":
-            return InlineModel(f"{name}.glb", write_glb(trees, mesh, mtl_text=mtl_text), "", len(trees), GLB_MEDIA_TYPE)
+            glb = write_glb(trees, mesh, mtl_text=mtl_text)
+            if not store:
+                return InlineModel(f"{name}.glb", glb, "", len(trees), GLB_MEDIA_TYPE)
+            return self.store.save(f"{name}.glb", [glb], content_type=GLB_MEDIA_TYPE)
         if fmt == "zip":
             members = [
                 (f"{name}.obj", self.parts(trees, mesh, mtl_name=f"{name}.mtl")),
@@ -181,9 +185,9 @@ class ModelBuilder:
             f"{name}.obj", self.parts(trees, mesh, mtl_name=f"{name}.mtl"), content_type=OBJ_MEDIA_TYPE
         )
         try:
-            self.store.save(f"{name}.mtl", [mtl_text.encode()], content_type=MTL_MEDIA_TYPE)
+            mtl = self.store.save(f"{name}.mtl", [mtl_text.encode()], content_type=MTL_MEDIA_TYPE)
         except BaseException:
             with contextlib.suppress(Exception):  # best effort; the MTL's own error is the one to report
                 self.store.delete(stored.name)
             raise
-        return stored
+        return dataclasses.replace(stored, companions=(mtl,))

@@ -20,6 +20,18 @@ FORMATS: tuple[ModelFormat, ...] = ("obj", "zip", "glb")
 MEDIA_TYPES = {"obj": OBJ_MEDIA_TYPE, "mtl": MTL_MEDIA_TYPE, "zip": ZIP_MEDIA_TYPE, "glb": GLB_MEDIA_TYPE}
 
 
+def binary_content(*extensions: str) -> dict[str, dict[str, object]]:
+    """The OpenAPI `content` of a response that is one of these files' bytes, by media type.
+
+    Args:
+        extensions: file extensions, keys of MEDIA_TYPES.
+
+    Returns:
+        {media type: {"schema": {"type": "string", "format": "binary"}}}.
+    """
+    return {MEDIA_TYPES[ext]: {"schema": {"type": "string", "format": "binary"}} for ext in extensions}
+
+
 @dataclass(frozen=True)
 class InlineModel:
     """A scene returned in the response body (an OBJ's `mtllib` names `mtl_name`)."""

@@ -22,6 +22,8 @@ logger = logging.getLogger("serve_app")
 
 #: Job states; "succeeded", "failed" and "cancelled" are final.
 FINAL_STATES = ("succeeded", "failed", "cancelled")
+#: Seconds DELETE /jobs/{id} waits at most for a cancelled job to settle.
+CANCEL_SETTLE_S = 10.0
 
 
 @dataclass
@@ -157,18 +159,25 @@ class JobTable:
             raise JobNotFoundError(f"no job with id {job_id!r} (unknown, or removed {self.ttl_s:.0f} s after it ended)")
         return job
 
-    def cancel(self, job_id: str) -> Job:
-        """Cancel a running job (a finished one is left as it is).
+    async def cancel(self, job_id: str, *, settle_s: float = CANCEL_SETTLE_S) -> Job:
+        """Cancel a running job and wait (at most `settle_s`) until it has settled (a finished one is left as it is).
 
         Args:
             job_id: the id.
+            settle_s: seconds to wait for the job's task to end (a stage call in flight is dropped at once,
+                so this is a bound, not a delay).
 
         Returns:
-            The job.
+            The job, in its final state ("cancelled", or what it ended as meanwhile); still "running" only
+            when its task did not end within `settle_s`.
         """
         job = self.get(job_id)
-        if job.task is not None:
-            job.task.cancel()
+        task = job.task
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task}, timeout=settle_s)
+            if task.done():
+                self._settle(job)  # a task cancelled before it started: its done callback may not have run yet
         return job
 
     async def close(self) -> None:

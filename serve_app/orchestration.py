@@ -44,6 +44,10 @@ def model_name(n_trees: int, now: float | None = None) -> str:
     return f"trees_{n_trees}_{stamp}_{os.urandom(3).hex()}"
 
 
+#: One stored file of a scene, as the HTTP layer sees it (serve_app.api imports nothing of serve_app.storage).
+StoredFile = StoredModel
+
+
 @dataclass(frozen=True)
 class StoredScene:
     """A scene that was stored, not returned: where it is, how many trees, and what to tell the client."""
@@ -51,6 +55,11 @@ class StoredScene:
     stored: StoredModel
     total_trees: int
     message: str
+
+    @property
+    def files(self) -> tuple[StoredModel, ...]:
+        """Every stored file of the scene: the OBJ (or zip, or GLB) first, then what it needs (an OBJ's MTL)."""
+        return (self.stored, *self.stored.companions)
 
 
 class Flows:
@@ -65,6 +74,7 @@ class Flows:
             metrics: stage latencies, tiles and trees are recorded here.
         """
         self.stages, self.settings, self.metrics = stages, settings, metrics
+        self._releasing: set[asyncio.Future[None]] = set()
         self.store = make_store(settings)  # read back by GET /download (local storage: one node only)
 
     def open_download(self, filename: str) -> Download:
@@ -99,13 +109,16 @@ class Flows:
         check_image_size(data, max_pixels=self.settings.max_image_pixels)
         return data
 
-    async def detect(self, data: bytes, params: DetectionParams, progress: Progress) -> dict[str, Any]:
+    async def detect(
+        self, data: bytes, params: DetectionParams, progress: Progress, *, warnings: list[str] | None = None
+    ) -> dict[str, Any]:
         """Detect trees: split once, every tile in parallel, then one global merge.
 
         Args:
             data: the uploaded image's bytes.
             params: detection parameters.
             progress: updated as stages and tiles finish.
+            warnings: the request's warnings (ignored fields), given back in the answer.
 
         Returns:
             The /detect-trees body; its timings have decode_s, detect_s, merge_s and total_s.
@@ -114,7 +127,7 @@ class Flows:
         progress.stage = "decoding"
         # The header gives the size (no limit here: check_image and the splitter check it) for the tile count.
         width, height = check_image_size(data, max_pixels=2**62)
-        plan = await self.stages.split(data, params, await self.stages.tile_target((height, width, 3)))
+        plan = await self._split(data, params, await self.stages.tile_target((height, width, 3)))
         split_done = time.perf_counter()
         progress.stage, progress.tiles_total = "detecting", len(plan.tiles)
         try:
@@ -140,7 +153,23 @@ class Flows:
         for stage, seconds in timings.items():
             self.metrics.stage(stage.removesuffix("_s"), seconds)
         self.metrics.detected(len(plan.tiles), len(trees))
-        return result_to_dict(_result(plan, params, trees, timings))
+        return result_to_dict(_result(plan, params, trees, timings), warnings=warnings or ())
+
+    async def _split(self, data: bytes, params: DetectionParams, n_tiles: int) -> SplitPlan:
+        """The split stage; when the request is cancelled meanwhile (DELETE /jobs/{id}), the split goes on in
+        its stage and the image it holds is released once it is done (else it stays held until it expires)."""
+        split = asyncio.ensure_future(self.stages.split(data, params, n_tiles))
+        try:
+            return await asyncio.shield(split)
+        except asyncio.CancelledError:
+            split.add_done_callback(self._release_split)
+            raise
+
+    def _release_split(self, split: asyncio.Future[SplitPlan]) -> None:
+        if not split.cancelled() and split.exception() is None:
+            task = asyncio.ensure_future(self.stages.release(split.result()))
+            self._releasing.add(task)  # a reference until it is done (the loop keeps only weak ones)
+            task.add_done_callback(self._releasing.discard)
 
     async def _tile(self, plan: SplitPlan, tile: Tile, params: DetectionParams, progress: Progress) -> list[Tree]:
         found = await self.stages.detect_tile(plan, tile, params)
@@ -151,7 +180,8 @@ class Flows:
     async def generate(
         self, payload: Any, base_model: str, progress: Progress, *, fmt: ModelFormat = "obj", store: bool = False
     ) -> InlineModel | StoredScene:
-        """One scene from a tree list: returned up to LARGE_MODEL_THRESHOLD trees, stored above it (or when asked).
+        """One scene from a tree list: an OBJ or zip is returned up to LARGE_MODEL_THRESHOLD trees and stored above
+        it; a GLB (about 40 bytes per tree) is always returned; with `store` (jobs) every format is stored.
 
         Args:
             payload: the /detect-trees response (or a bare tree list), parsed JSON.
@@ -168,7 +198,7 @@ class Flows:
         """
         trees = check_trees(parse_trees(payload, max_trees=self.settings.max_trees_limit))
         base = check_model_name(base_model)
-        store = store or len(trees) > self.settings.large_model_threshold
+        store = store or (fmt != "glb" and len(trees) > self.settings.large_model_threshold)
         progress.stage = "storing" if store else "generating"
         started = time.perf_counter()
         built = await self.stages.build_model(trees, base, store=store, name=model_name(len(trees)), fmt=fmt)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve_app.bounds import MAX_COORDINATE_M, MAX_DIAMETER_M, MAX_PIXELS
+
+#: What `warnings` holds in every answer.
+WARNINGS_DESCRIPTION = (
+    "what the service ignored or changed, e.g. a form field it does not know (a misspelt real_width); "
+    "empty when nothing"
+)
 
 
 class ErrorResponse(BaseModel):
@@ -38,17 +46,70 @@ class DetectResponse(BaseModel):
     parameters: dict[str, Any] = Field(description="the detection parameters used")
     tile_count: int = Field(description="sub-tiles the image was cut into")
     timings: dict[str, float] = Field(description="seconds per stage: decode_s, detect_s, merge_s, total_s")
+    warnings: list[str] = Field(description=WARNINGS_DESCRIPTION)
+
+
+class StoredFileOut(BaseModel):
+    """One stored file of a scene, with its own URL and expiry (with Azure: its own read-only SAS URL)."""
+
+    name: str
+    url: str
+    size_bytes: int
+    media_type: str = Field(description="model/obj, model/mtl, application/zip or model/gltf-binary")
+    expires_in_s: int | None = Field(description="seconds the URL stays valid from the answer; null: no expiry")
+    expires_at: str | None = Field(description="when the URL expires, UTC, ISO 8601 (e.g. 2026-12-01T23:00:00Z)")
 
 
 class StoredModelResponse(BaseModel):
-    """A large model: stored, and downloadable for a limited time."""
+    """A large model: stored, and downloadable for a limited time (the legacy fields first)."""
 
-    download_url: str
+    download_url: str = Field(description="the OBJ (or zip, or a job's GLB)")
     filename: str
     filesize_mb: float
     total_trees: int
     message: str
-    expires_in: int | None = Field(description="seconds the URL stays valid")
+    expires_in: str = Field(description='the legacy lifetime in words, e.g. "1 hour" (Azure SAS); "never"')
+    expires_in_s: int | None = Field(description="the same in seconds; null: no expiry")
+    expires_at: str | None = Field(description="when download_url expires, UTC, ISO 8601")
+    mtl_url: str | None = Field(description="the MTL the OBJ's mtllib names (stored beside it); null for zip, GLB")
+    files: list[StoredFileOut] = Field(description="every stored file of the scene: download_url's first")
+    warnings: list[str] = Field(description=WARNINGS_DESCRIPTION)
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def _optional(**bounds: Any) -> Any:
+    """An optional field of a JSON body: absent is fine, null is not (the schema shows no default)."""
+    return Field(None, json_schema_extra=_no_default, allow_inf_nan=False, **bounds)
+
+
+class TreeIn(BaseModel):
+    """One tree of a /generate-model body: x, y and diameter are required, the rest optional (other fields ignored)."""
+
+    model_config = ConfigDict(extra="allow", title="TreeIn")
+
+    id: int = _optional(ge=0, lt=2**53, description="whole number (default: position in the list + 1)")
+    x: float = Field(ge=-MAX_COORDINATE_M, le=MAX_COORDINATE_M, allow_inf_nan=False, description="metres east")
+    y: float = Field(ge=-MAX_COORDINATE_M, le=MAX_COORDINATE_M, allow_inf_nan=False, description="metres south")
+    diameter: float = Field(
+        gt=0, le=MAX_DIAMETER_M, allow_inf_nan=False, description="crown diameter, metres (tree height follows it)"
+    )
+    pixel_x: float = _optional(ge=-MAX_PIXELS, le=MAX_PIXELS)
+    pixel_y: float = _optional(ge=-MAX_PIXELS, le=MAX_PIXELS)
+    pixel_diameter: float = _optional(ge=0, le=MAX_PIXELS)
+
+
+class GenerateModelRequest(BaseModel):
+    """A /generate-model body: the /detect-trees response as it is (its other fields are ignored, unknown ones
+    named in the answer's warnings), or just {"trees": [...]}; or, instead of an object, a bare list of trees."""
+
+    model_config = ConfigDict(extra="allow", title="GenerateModelRequest")
+
+    trees: list[TreeIn] = Field(description="at most MAX_TREES_LIMIT (default 60,000) trees (413 above)")
+    base_model: str = _optional(description="base tree model (the query parameter wins; default tree_lowpoly)")
+    format: Literal["obj", "zip", "glb"] = _optional(description="obj (default), zip or glb (the query wins)")
 
 
 class HealthResponse(BaseModel):
@@ -58,6 +119,30 @@ class HealthResponse(BaseModel):
     service: str
     message: str
     version: str
+
+
+class LimitsOut(BaseModel):
+    """The service's limits (GET /)."""
+
+    max_upload_bytes: int
+    max_image_pixels: int
+    max_trees_limit: int
+    large_model_threshold: int
+    max_jobs: int
+    max_running_jobs: int
+
+
+class InfoResponse(BaseModel):
+    """GET /: version, limits, storage, the pipeline and request totals."""
+
+    service: str
+    version: str
+    docs: str
+    limits: LimitsOut
+    storage: str = Field(description="local, azure-connection-string or azure-workload-identity")
+    pipeline: dict[str, Any] = Field(description="mode (ray-serve or in-process), deployments and replicas")
+    api_key_required: bool
+    totals: dict[str, Any] = Field(description="requests by route and status, trees detected, tiles")
 
 
 class ProgressOut(BaseModel):
@@ -82,7 +167,7 @@ class JobResponse(BaseModel):
     result: dict[str, Any] | None = Field(
         None,
         description="detect: the /detect-trees response (GeoJSON with format=geojson); detect-and-generate: "
-        '{"detection", "model"}',
+        '{"detection", "model"} where model is the stored-model answer of /generate-model (in model_format)',
     )
     error: dict[str, Any] | None = Field(None, description='{"status", "detail"}')
 
@@ -93,6 +178,7 @@ class JobCreated(BaseModel):
     id: str
     state: str
     status_url: str
+    warnings: list[str] = Field(description=WARNINGS_DESCRIPTION)
 
 
 class ModelInfo(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -60,8 +61,11 @@ def run(args: argparse.Namespace) -> int:
     names = "hue_min hue_max sat_min sat_max val_min val_max min_diameter max_diameter cluster_threshold"
     params = DetectionParams(**{n: getattr(args, n) for n in (names + " real_width real_height method").split()})
     image = decode_image(read_input(args.image), max_pixels=args.max_pixels)
+    decoded = time.perf_counter()
     result = detect_trees(image, params, n_tiles=args.tiles)
-    report = result_to_dict(result)
+    # The HTTP API's timings: decode, detect, merge and the total.
+    timings = {"decode_s": decoded - started, **result.timings_s, "total_s": time.perf_counter() - started}
+    report = result_to_dict(dataclasses.replace(result, timings_s=timings))
     text = json.dumps(report, indent=1) + "\n"
     if args.output:
         write_atomic(args.output, text.encode())
@@ -72,9 +76,14 @@ def run(args: argparse.Namespace) -> int:
         write_atomic(args.overlay, png.tobytes())
     elapsed = time.perf_counter() - started
     print(
-        f"{args.image.name}: {len(result.trees)} trees in {result.width} x {result.height} px "
-        f"({params.real_width:g} x {params.real_height:g} m, {result.tile_count} tiles, {params.method}) "
+        f"{args.image.name}: {_count(len(result.trees), 'tree')} in {result.width} x {result.height} px "
+        f"({params.real_width:g} x {params.real_height:g} m, {_count(result.tile_count, 'tile')}, {params.method}) "
         f"in {elapsed:.2f} s",
         file=sys.stderr,
     )
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    """e.g. "1 tile", "2 tiles"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
 from treecore.types import DetectionResult, Tree
@@ -27,15 +28,16 @@ def tree_to_dict(tree: Tree, *, decimals: int = 3) -> dict[str, Any]:
     return out
 
 
-def result_to_dict(result: DetectionResult) -> dict[str, Any]:
-    """The whole detection response.
+def result_to_dict(result: DetectionResult, *, warnings: Iterable[str] = ()) -> dict[str, Any]:
+    """The whole detection response: the one JSON shape of the HTTP API, the CLI and `DetectionResult.to_dict`.
 
     Args:
         result: a DetectionResult.
+        warnings: what the caller should know (the HTTP API: form fields it ignored).
 
     Returns:
         JSON-ready dict: trees, total_trees, image_width, image_height, meters_per_pixel (and its x/y
-        parts), parameters (the values used), tile_count and timings (seconds).
+        parts), parameters (the values used), tile_count, timings (seconds) and warnings.
     """
     mx, my = result.metres_per_pixel
     return {
@@ -49,4 +51,5 @@ def result_to_dict(result: DetectionResult) -> dict[str, Any]:
         "parameters": dataclasses.asdict(result.params),
         "tile_count": result.tile_count,
         "timings": {name: round(value, 4) for name, value in result.timings_s.items()},
+        "warnings": list(warnings),
     }

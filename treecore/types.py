@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from treecore.errors import InvalidGeoreferenceError, InvalidParametersError
 
@@ -136,6 +137,12 @@ class DetectionResult:
     params: DetectionParams
     tile_count: int = 1
     timings_s: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON the HTTP API and the CLI give for this result (`treecore.report.result_to_dict`)."""
+        from treecore.report import result_to_dict  # here, not at the top: report imports this module
+
+        return result_to_dict(self)
 
 
 #: EPSG codes a georeference may name: the EPSG registry's range (32767 means "user-defined" in GeoTIFF).

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from serve_app.api.context import ServiceDep
-from serve_app.api.forms import ImageFile, Params
+from serve_app.api.forms import ImageFile, Params, detection_params, field_names, form_warnings
 from serve_app.api.negotiation import GEOJSON_MEDIA_TYPE, OutputOptions, detection_response, output_options
 from serve_app.orchestration import Flows
 from serve_app.progress import Progress
@@ -17,6 +17,8 @@ from serve_app.schemas import DetectGeoJSON, DetectResponse, inline_schema
 router = APIRouter(tags=["detection"])
 
 Output = Annotated[OutputOptions, Depends(output_options)]
+#: The form fields /detect-trees reads; any other is named in the answer's warnings (and not refused).
+DETECT_FIELDS = field_names(detection_params, output_options) | {"image"}
 
 
 async def read_image(flows: Flows, image: UploadFile) -> bytes:
@@ -42,4 +44,6 @@ async def detect_trees(
     """Detect trees in an image tile: positions and crown diameters in metres (JSON or GeoJSON)."""
     data = await read_image(service.flows, image)
     shape = output.shaper(data, request.headers.get("accept"))
-    return detection_response(await service.flows.detect(data, params, Progress()), shape)
+    warnings = await form_warnings(request, DETECT_FIELDS)
+    detection = await service.flows.detect(data, params, Progress(), warnings=warnings)
+    return detection_response(detection, shape)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import Depends, File, Form, UploadFile
+from fastapi import Depends, File, Form, Request, UploadFile
 
 from serve_app.bounds import MAX_DIAMETER_M, MAX_REAL_SIZE_M, MIN_REAL_SIZE_M
 from treecore.types import DEFAULT_METHOD, METHODS, DetectionParams
+
+logger = logging.getLogger("serve_app")
 
 if TYPE_CHECKING:
     Method = str
@@ -65,3 +71,61 @@ def detection_params(
 
 Params = Annotated[DetectionParams, Depends(detection_params)]
 ImageFile = Annotated[UploadFile, File(description="PNG, JPEG or TIFF; 8 or 16 bit; gray, RGB, RGBA or palette")]
+
+
+def field_names(*dependencies: Callable[..., Any]) -> frozenset[str]:
+    """The request field names the parameters of these functions read (an alias where a parameter has one).
+
+    Args:
+        dependencies: FastAPI dependencies or endpoints whose parameters are form fields.
+
+    Returns:
+        The names.
+    """
+    names = set()
+    for function in dependencies:
+        for name, parameter in inspect.signature(function, eval_str=True).parameters.items():
+            alias = next((getattr(m, "alias", None) for m in getattr(parameter.annotation, "__metadata__", ())), None)
+            names.add(alias or name)
+    return frozenset(names)
+
+
+def ignored_warnings(given: Iterable[str], known: Iterable[str], where: str) -> list[str]:
+    """One warning per field that no parameter reads (legacy clients may send extras: they are not refused).
+
+    Args:
+        given: the field names the client sent.
+        known: the field names the route reads.
+        where: what the fields are, e.g. "form field" or "tree field".
+
+    Returns:
+        e.g. ["ignored form field 'realwidth' (not a field of this route; did you mean 'real_width'?)"].
+    """
+    known = sorted(set(known))
+    warnings = []
+    for name in sorted(set(given) - set(known)):
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        warnings.append(f"ignored {where} {name[:80]!r} (not a field of this route{hint})")
+    return warnings
+
+
+def log_warnings(request: Request, warnings: list[str]) -> list[str]:
+    """Log a request's warnings once (INFO: the caller's input, not the service's fault) and return them."""
+    if warnings:
+        logger.info("%s %s: %s", request.method, request.url.path, "; ".join(warnings))
+    return warnings
+
+
+async def form_warnings(request: Request, known: frozenset[str]) -> list[str]:
+    """The warnings of a multipart request's form fields that this route does not read (logged once).
+
+    Args:
+        request: the request (its form is parsed already: Starlette keeps it).
+        known: the route's field names (`field_names`).
+
+    Returns:
+        The warnings (empty when every field is read).
+    """
+    form: Mapping[str, Any] = await request.form()
+    return log_warnings(request, ignored_warnings(form.keys(), known, "form field"))

@@ -9,8 +9,9 @@ from fastapi.responses import JSONResponse
 
 from serve_app.api.context import ServiceDep
 from serve_app.api.detect import read_image
-from serve_app.api.forms import ImageFile, Params
+from serve_app.api.forms import ImageFile, Params, detection_params, field_names, form_warnings
 from serve_app.api.negotiation import OutputOptions, output_options, stored_body
+from serve_app.formats import FORMATS, ModelFormat
 from serve_app.orchestration import StoredScene
 from serve_app.progress import Progress
 from serve_app.schemas import JobCreated, JobResponse
@@ -20,6 +21,11 @@ router = APIRouter(tags=["jobs"])
 
 Output = Annotated[OutputOptions, Depends(output_options)]
 JobKind = Literal["detect", "detect-and-generate"]
+KIND_DESCRIPTION = "detect (the default): the detection only; detect-and-generate: the detection, then a stored scene"
+MODEL_FORMAT_DESCRIPTION = (
+    "detect-and-generate: the scene's format, as /generate-model's format: obj (default; its MTL beside it, at "
+    "mtl_url), zip (OBJ + MTL) or glb. A job's scene is always stored and linked, whatever its size"
+)
 
 
 @router.post("/jobs", status_code=202, response_model=JobCreated)
@@ -29,30 +35,39 @@ async def create_job(
     params: Params,
     image: ImageFile,
     output: Output,
-    kind: Annotated[JobKind, Form()] = "detect",
-    base_model: Annotated[str, Form()] = DEFAULT_MODEL,
+    kind: Annotated[JobKind, Form(description=KIND_DESCRIPTION)] = "detect",
+    base_model: Annotated[str, Form(description="detect-and-generate: the base tree model")] = DEFAULT_MODEL,
+    model_format: Annotated[ModelFormat, Form(description=MODEL_FORMAT_DESCRIPTION)] = FORMATS[0],
 ) -> dict[str, Any]:
-    """Start a detection (or detection then a stored 3D model) in the background; poll GET /jobs/{id}.
+    """Start a detection (kind=detect, the default) or a detection then a stored 3D scene (kind=detect-and-generate,
+    in model_format) in the background; poll GET /jobs/{id}.
 
     With format=geojson (and optionally origin_easting, origin_northing, epsg) the job's detection is GeoJSON,
-    as /detect-trees gives it; the georeference is checked now, before the job starts.
+    as /detect-trees gives it; the georeference is checked now, before the job starts. Form fields the job does
+    not read are named in the answer's warnings (and in the detection's).
     """
     flows = service.flows
     data = await read_image(flows, image)
     base = check_model_name(base_model)
     shape = output.shaper(data, None)  # the answer here is the job's id: only `format` chooses the result's form
+    warnings = await form_warnings(request, JOB_FIELDS)
 
     async def work(progress: Progress) -> dict[str, Any]:
-        detection = await flows.detect(data, params, progress)
+        detection = await flows.detect(data, params, progress, warnings=warnings)
         shown = detection if shape is None else shape(detection)
         if kind == "detect":
             return shown
-        scene = await flows.generate(detection, base, progress, store=True)
+        scene = await flows.generate(detection, base, progress, fmt=model_format, store=True)
         assert isinstance(scene, StoredScene)  # store=True: always stored
         return {"detection": shown, "model": stored_body(request, scene)}
 
     job = service.jobs.submit(kind, work)
-    return {"id": job.id, "state": job.state, "status_url": str(request.url_for("get_job", job_id=job.id))}
+    status_url = str(request.url_for("get_job", job_id=job.id))
+    return {"id": job.id, "state": job.state, "status_url": status_url, "warnings": warnings}
+
+
+#: The form fields POST /jobs reads; any other is named in the answer's warnings (and not refused).
+JOB_FIELDS = field_names(detection_params, output_options) | {"image", "kind", "base_model", "model_format"}
 
 
 @router.get("/jobs/{job_id}", name="get_job", response_model=JobResponse)
@@ -63,5 +78,6 @@ async def get_job(job_id: str, service: ServiceDep) -> JSONResponse:
 
 @router.delete("/jobs/{job_id}", response_model=JobResponse)
 async def cancel_job(job_id: str, service: ServiceDep) -> JSONResponse:
-    """Cancel a running job (a finished one is returned as it is)."""
-    return JSONResponse(service.jobs.cancel(job_id).as_dict())
+    """Cancel a running job and answer the state it settled to: "cancelled" (or, when it ended meanwhile,
+    "succeeded" or "failed"); a finished job is returned as it is."""
+    return JSONResponse((await service.jobs.cancel(job_id)).as_dict())

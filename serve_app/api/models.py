@@ -9,13 +9,22 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from serve_app.api.context import ServiceDep
+from serve_app.api.forms import ignored_warnings, log_warnings
 from serve_app.api.negotiation import bytes_response, file_response, model_format, model_response
 from serve_app.catalog import package_path
-from serve_app.formats import GLB_MEDIA_TYPE, OBJ_MEDIA_TYPE, ZIP_MEDIA_TYPE
+from serve_app.formats import binary_content
 from serve_app.progress import Progress
-from serve_app.schemas import ModelList, StoredModelResponse
+from serve_app.schemas import (
+    DetectResponse,
+    GenerateModelRequest,
+    ModelList,
+    StoredModelResponse,
+    TreeIn,
+    inline_schema,
+)
 from treecore.basemodels import DEFAULT_MODEL, split_model_file_name
 from treecore.errors import InvalidTreesError, UnknownModelError
+from treecore.report import TREE_FIELDS
 
 router = APIRouter(tags=["3d"])
 
@@ -28,18 +37,47 @@ def _base_model(query: str | None, payload: Any) -> str:
     return chosen
 
 
+#: The top-level fields of a /generate-model body the service knows: the /detect-trees response's and its options.
+BODY_FIELDS = frozenset(DetectResponse.model_fields) | {"base_model", "format"}
+
+
+def body_warnings(request: Request, payload: Any) -> list[str]:
+    """Warnings naming the body's fields the service does not know (top level, and of the trees), logged once."""
+    warnings = ignored_warnings(payload, BODY_FIELDS, "field") if isinstance(payload, dict) else []
+    trees = payload.get("trees") if isinstance(payload, dict) else payload
+    if isinstance(trees, list):
+        keys = {key for tree in trees if isinstance(tree, dict) for key in tree}
+        warnings += ignored_warnings(keys, TREE_FIELDS, "tree field")
+    return log_warnings(request, warnings)
+
+
+def _request_body() -> dict[str, Any]:
+    """The documented body: a /detect-trees response (or {"trees": [...]}), or a bare list of trees."""
+    tree = inline_schema(TreeIn)
+    return {
+        "required": True,
+        "description": 'the /detect-trees response as it is, or {"trees": [...]}, or a bare list of trees; '
+        "each tree needs x, y, diameter (id optional)",
+        "content": {
+            "application/json": {
+                "schema": {"anyOf": [inline_schema(GenerateModelRequest), {"type": "array", "items": tree}]},
+                "example": {"trees": [{"id": 1, "x": 12.5, "y": 30.0, "diameter": 6.2}], "format": "obj"},
+            }
+        },
+    }
+
+
 @router.post(
     "/generate-model",
+    openapi_extra={"requestBody": _request_body()},
     responses={
         200: {
             "content": {
-                OBJ_MEDIA_TYPE: {},
-                ZIP_MEDIA_TYPE: {},
-                GLB_MEDIA_TYPE: {},
-                "application/json": {"schema": StoredModelResponse.model_json_schema()},
+                **binary_content("obj", "zip", "glb"),
+                "application/json": {"schema": inline_schema(StoredModelResponse)},
             },
             "description": "the scene (OBJ or zip up to LARGE_MODEL_THRESHOLD trees, GLB always) or, above "
-            "the threshold, {download_url, ...}",
+            "the threshold, {download_url, ...}; a body's ignored fields are named in its X-Warnings header",
         }
     },
 )
@@ -52,14 +90,14 @@ async def generate_model(
         Query(description="obj (default; MTL at X-Mtl-Url), zip (OBJ + MTL), glb (binary glTF, instanced)"),
     ] = None,
 ) -> Response:
-    """One 3D scene from a /detect-trees response (JSON body; extra fields ignored)."""
+    """One 3D scene from a /detect-trees response (JSON body; its other fields ignored), or a bare tree list."""
     try:
         payload = json.loads(await request.body())
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidTreesError(f"the body is not valid JSON: {exc}") from None
     fmt = model_format(format, payload)
     built = await service.flows.generate(payload, _base_model(base_model, payload), Progress(), fmt=fmt)
-    return model_response(request, built)
+    return model_response(request, built, body_warnings(request, payload))
 
 
 @router.get("/tree-models", response_model=ModelList)
@@ -79,7 +117,12 @@ async def tree_models(request: Request, service: ServiceDep) -> dict[str, Any]:
     }
 
 
-@router.get("/tree-models/{filename}", name="tree_model_file", response_class=FileResponse)
+@router.get(
+    "/tree-models/{filename}",
+    name="tree_model_file",
+    response_class=FileResponse,
+    responses={200: {"content": binary_content("obj", "mtl"), "description": "the base model's OBJ or MTL"}},
+)
 async def tree_model_file(filename: str, service: ServiceDep) -> Response:
     """A base tree model's OBJ or MTL file by name, e.g. tree_lowpoly.obj (packaged or blob model)."""
     stem, ext = split_model_file_name(filename)

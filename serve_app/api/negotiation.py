@@ -4,8 +4,10 @@ OBJ, zip or GLB bodies, or a stored model's link, for scenes and model files.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,7 +16,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from serve_app.bounds import MAX_ORIGIN_M
 from serve_app.formats import FORMATS, MEDIA_TYPES, InlineModel, ModelFormat
-from serve_app.orchestration import StoredScene
+from serve_app.orchestration import StoredFile, StoredScene
 from treecore.errors import InvalidGeoreferenceError, InvalidParametersError, InvalidTreesError
 from treecore.geo import detection_geojson, resolve_georeference
 
@@ -93,7 +95,12 @@ class OutputOptions:
         georef = resolve_georeference(
             data, origin_easting=self.origin_easting, origin_northing=self.origin_northing, epsg=self.epsg
         )
-        return lambda detection: detection_geojson(detection, georef)
+        return lambda detection: _keep_warnings(detection, detection_geojson(detection, georef))
+
+
+def _keep_warnings(detection: dict[str, Any], geojson: dict[str, Any]) -> dict[str, Any]:
+    """The GeoJSON with the detection's warnings (ignored fields) before its own (georeference)."""
+    return {**geojson, "warnings": [*detection.get("warnings", ()), *geojson.get("warnings", ())]}
 
 
 def _origin(axis: str) -> Any:
@@ -147,33 +154,82 @@ def model_format(query: str | None, payload: Any) -> ModelFormat:
     raise InvalidTreesError(f"format must be one of {', '.join(FORMATS)}, got {chosen!r}")
 
 
-def stored_body(request: Request, scene: StoredScene) -> dict[str, Any]:
-    """The legacy large-model answer: {download_url, filename, filesize_mb, total_trees, message, expires_in}.
+def expiry_text(seconds: int | None) -> str:
+    """The legacy `expires_in`: a duration in words, e.g. "1 hour", "24 hours", "90 seconds"; "never" for None.
 
-    A store's URL with a scheme (a SAS URL) is given as it is; a local one is this service's /download route.
+    Args:
+        seconds: the URL's lifetime.
+
+    Returns:
+        The words.
     """
-    stored = scene.stored
+    if seconds is None:
+        return "never"
+    # Hours at most (the legacy answer says "1 hour"; a day of local retention is "24 hours").
+    whole = ((u, n) for u, n in (("hour", 3600), ("minute", 60)) if seconds >= n and seconds % n == 0)
+    unit, size = next(whole, ("second", 1))
+    count = seconds // size
+    return f"{count} {unit}{'' if count == 1 else 's'}"
+
+
+def _file_body(request: Request, stored: StoredFile, now: float) -> dict[str, Any]:
+    """One stored file: name, URL, size, media type, and when its URL expires (seconds, and UTC time)."""
     url = stored.url if "://" in stored.url else str(request.url_for("download_model", filename=stored.name))
+    expires = stored.expires_in_s
     return {
-        "download_url": url,
-        "filename": stored.name,
-        "filesize_mb": round(stored.size_bytes / 1e6, 2),
-        "total_trees": scene.total_trees,
-        "message": scene.message,
-        "expires_in": stored.expires_in_s,
+        "name": stored.name,
+        "url": url,
+        "size_bytes": stored.size_bytes,
+        "media_type": MEDIA_TYPES[stored.name.rpartition(".")[2]],
+        "expires_in_s": expires,
+        "expires_at": None if expires is None else _utc(now + expires),
     }
 
 
-def model_response(request: Request, built: InlineModel | StoredScene) -> Response:
-    """A scene as its body (OBJ with the MTL's URL in X-Mtl-Url, zip or GLB), or a stored scene's link (JSON)."""
+def _utc(epoch: float) -> str:
+    return datetime.fromtimestamp(int(epoch), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def stored_body(request: Request, scene: StoredScene, warnings: list[str] | None = None) -> dict[str, Any]:
+    """The legacy large-model answer ({download_url, filename, filesize_mb, total_trees, message, expires_in}),
+    plus expires_in_s, expires_at, mtl_url, every file of the scene, and the request's warnings.
+
+    A store's URL with a scheme (a SAS URL) is given as it is; a local one is this service's /download route.
+    Each file has its own URL (with Azure: its own SAS) and expiry.
+    """
+    files = [_file_body(request, stored, time.time()) for stored in scene.files]
+    main = files[0]
+    mtl = next((f["url"] for f in files[1:] if f["name"].endswith(".mtl")), None)
+    return {
+        "download_url": main["url"],
+        "filename": main["name"],
+        "filesize_mb": round(main["size_bytes"] / 1e6, 2),
+        "total_trees": scene.total_trees,
+        "message": scene.message,
+        "expires_in": expiry_text(main["expires_in_s"]),
+        "expires_in_s": main["expires_in_s"],
+        "expires_at": main["expires_at"],
+        "mtl_url": mtl,
+        "files": files,
+        "warnings": list(warnings or ()),
+    }
+
+
+def model_response(request: Request, built: InlineModel | StoredScene, warnings: list[str] | None = None) -> Response:
+    """A scene as its body (OBJ with the MTL's URL in X-Mtl-Url, zip or GLB), or a stored scene's link (JSON).
+
+    A body's warnings (ignored fields) go in the X-Warnings header, joined by " | ".
+    """
     if isinstance(built, StoredScene):
-        return JSONResponse(stored_body(request, built))
+        return JSONResponse(stored_body(request, built, warnings))
     headers = {
         "Content-Disposition": f'attachment; filename="{built.filename}"',
         "X-Total-Trees": str(built.total_trees),
     }
     if built.mtl_name:
         headers["X-Mtl-Url"] = str(request.url_for("tree_model_file", filename=built.mtl_name))
+    if warnings:
+        headers["X-Warnings"] = " | ".join(warnings).encode("ascii", "replace").decode()
     return Response(built.data, media_type=built.media_type, headers=headers)
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from serve_app import __version__
 from serve_app.api.context import ServiceDep
-from serve_app.schemas import HealthResponse
+from serve_app.schemas import HealthResponse, InfoResponse
 
 SERVICE = "tree-detection"
 #: The legacy backend's /health message, kept word for word (clients may compare it).
@@ -23,7 +23,7 @@ async def health() -> dict[str, Any]:
     return {"status": "ok", "service": SERVICE, "message": HEALTH_MESSAGE, "version": __version__}
 
 
-@router.get("/")
+@router.get("/", response_model=InfoResponse)
 async def info(service: ServiceDep) -> dict[str, Any]:
     """Service info: version, limits, storage, pipeline deployments, totals."""
     settings = service.settings

@@ -32,12 +32,16 @@ class NotStoredError(UnknownModelError):
 
 @dataclass(frozen=True)
 class StoredModel:
-    """A stored file: its name, where to download it, its size in bytes, and seconds until the URL expires."""
+    """A stored file: its name, where to download it, its size in bytes, and seconds until the URL expires.
+
+    `companions` are the files stored with it that it needs (an OBJ's MTL), each with its own URL and expiry.
+    """
 
     name: str
     url: str
     size_bytes: int
     expires_in_s: int | None
+    companions: tuple[StoredModel, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -189,6 +189,35 @@ def serve_url(serve_env: dict[str, str]) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def readme_url(serve_url: str) -> Iterator[str]:
+    """The service as `make run` starts it, for the README's examples: serve_config.yaml's args and the default
+    limits (LARGE_MODEL_THRESHOLD 20,000, MAX_TREES_LIMIT 60,000), two Detector replicas, as an app of the
+    session's Serve at /readme (removed at the end)."""
+    import yaml
+    from ray import serve
+
+    from serve_app.builder import AppArgs, bind_graph
+
+    config = yaml.safe_load((Path(__file__).parents[2] / "serve_config.yaml").read_text())
+    args = AppArgs(**config["applications"][0]["args"])
+    defaults = Settings()
+    settings = dataclasses.replace(
+        Settings.from_env(),
+        large_model_threshold=defaults.large_model_threshold,
+        max_trees_limit=defaults.max_trees_limit,
+        max_running_jobs=defaults.max_running_jobs,
+    )
+    no_cpu = {"ray_actor_options": {"num_cpus": 0}}  # the CPUs are the other apps' (see serve_url)
+    options = {name: no_cpu for name in ("Ingress", "TileSplitter", "ModelAssembler")}
+    options["Detector"] = {"num_replicas": 2, **no_cpu}
+    serve.run(bind_graph(args, settings=settings, options=options), name="readme", route_prefix="/readme")
+    try:
+        yield f"{serve_url}/readme"
+    finally:
+        serve.delete("readme")
+
+
+@pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     """One Azurite for the session, stopped at the end."""
     server = Azurite(tmp_path_factory.mktemp("azurite"))

@@ -36,6 +36,7 @@ LEGACY_KEYS = [
     "parameters",
     "tile_count",
     "timings",
+    "warnings",  # added beside the legacy fields (issue #14): ignored form fields, empty here
 ]
 
 

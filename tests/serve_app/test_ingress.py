@@ -9,6 +9,7 @@ import pytest
 import trimesh
 from fastapi.testclient import TestClient
 
+from scripts.make_sample import make_scene
 from serve_app.settings import Settings
 from tests.serve_app.conftest import API_KEY, LEGACY_FORM, local_client, wait_job
 from treecore.basemodels import DEFAULT_MODELS_DIR, list_models
@@ -146,14 +147,68 @@ def test_large_model_is_stored_and_downloadable(client: TestClient) -> None:
     response = client.post("/generate-model?base_model=tree_lowpoly", json={"trees": trees})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"download_url", "filename", "filesize_mb", "total_trees", "message", "expires_in"}
+    legacy = {"download_url", "filename", "filesize_mb", "total_trees", "message", "expires_in"}
+    assert set(body) == legacy | {"expires_in_s", "expires_at", "mtl_url", "files", "warnings"}
     assert body["total_trees"] == 60 and body["filename"].endswith(".obj")
     assert "more than 50" in body["message"]
+    assert (body["expires_in"], body["expires_in_s"]) == ("24 hours", 86400)  # local retention; Azure: "1 hour"
+    assert body["warnings"] == []
     download = client.get(body["download_url"])
     assert download.status_code == 200 and download.content.count(b"\no tree_") == 60
     assert f'filename="{body["filename"]}"' in download.headers["content-disposition"]
-    mtl = client.get(body["download_url"].replace(".obj", ".mtl"))
+    stem = body["filename"].removesuffix(".obj")
+    assert f"mtllib {stem}.mtl".encode() in download.content
+    assert body["mtl_url"] == body["download_url"].replace(".obj", ".mtl")
+    mtl = client.get(body["mtl_url"])
     assert mtl.status_code == 200 and b"newmtl" in mtl.content
+    obj_file, mtl_file = body["files"]
+    assert (obj_file["name"], obj_file["url"], obj_file["media_type"]) == (
+        body["filename"],
+        body["download_url"],
+        "model/obj",
+    )
+    assert (mtl_file["name"], mtl_file["url"], mtl_file["media_type"]) == (f"{stem}.mtl", body["mtl_url"], "model/mtl")
+    for file in body["files"]:
+        assert file["expires_in_s"] == 86400 and file["expires_at"].endswith("Z")
+        assert file["size_bytes"] == len(client.get(file["url"]).content)
+
+
+def test_unknown_form_fields_are_named_in_warnings_not_refused(
+    client: TestClient, scene_png: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = {"image": ("tile.png", scene_png, "image/png")}
+    with caplog.at_level("INFO", logger="serve_app"):
+        response = client.post("/detect-trees", files=files, data={"realwidth": "50", "hue_min": "35"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["parameters"]["real_width"] == 100.0  # the legacy default: the misspelt field is not read...
+    assert body["warnings"] == [
+        "ignored form field 'realwidth' (not a field of this route; did you mean 'real_width'?)"
+    ]  # ...but named
+    assert sum("realwidth" in record.getMessage() for record in caplog.records) == 1  # logged once
+    clean = client.post("/detect-trees", files=files, data=LEGACY_FORM).json()
+    assert clean["warnings"] == []
+    geo = client.post("/detect-trees?format=geojson", files=files, data={"colour": "green"}).json()
+    assert geo["warnings"] == ["ignored form field 'colour' (not a field of this route)"]
+    job = client.post("/jobs", files=files, data={**LEGACY_FORM, "knd": "detect", "model_format": "glb"}).json()
+    assert job["warnings"] == ["ignored form field 'knd' (not a field of this route; did you mean 'kind'?)"]
+    assert wait_job(job["status_url"], 60, client=client)["result"]["warnings"] == job["warnings"]
+
+
+def test_unknown_json_fields_are_named_in_warnings(client: TestClient) -> None:
+    trees = [{"x": 1.0, "y": 2.0, "diameter": 3.0, "height": 9.0}]
+    response = client.post("/generate-model", json={"trees": trees, "total_trees": 1, "fromat": "glb"})
+    assert response.status_code == 200 and response.headers["content-type"] == "model/obj"
+    assert response.headers["x-warnings"] == (
+        "ignored field 'fromat' (not a field of this route; did you mean 'format'?) | "
+        "ignored tree field 'height' (not a field of this route)"
+    )
+    assert "x-warnings" not in client.post("/generate-model", json=[{"x": 1, "y": 2, "diameter": 3}]).headers
+    stored = client.post("/generate-model", json={"trees": trees * 60, "colour": "red"}).json()
+    assert stored["warnings"] == [
+        "ignored field 'colour' (not a field of this route)",
+        "ignored tree field 'height' (not a field of this route)",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -232,6 +287,42 @@ def test_detect_and_generate_job_stores_the_model(client: TestClient, scene_png:
     assert model["total_trees"] == job["result"]["detection"]["total_trees"]
     assert ("more than" in model["message"]) == (model["total_trees"] > 50)  # a job stores small models too
     assert client.get(model["download_url"]).status_code == 200
+    assert model["filename"].endswith(".obj") and client.get(model["mtl_url"]).status_code == 200
+
+
+@pytest.mark.parametrize(("model_format", "magic"), [("glb", b"glTF"), ("zip", b"PK")])
+def test_detect_and_generate_job_takes_the_model_format(
+    client: TestClient, scene_png: bytes, model_format: str, magic: bytes
+) -> None:
+    form = {**LEGACY_FORM, "kind": "detect-and-generate", "model_format": model_format}
+    created = client.post("/jobs", files={"image": ("t.png", scene_png, "image/png")}, data=form)
+    assert created.status_code == 202, created.text
+    job = wait_job(created.json()["status_url"], 60, client=client)
+    assert job["state"] == "succeeded", job
+    model = job["result"]["model"]
+    assert model["filename"].endswith(f".{model_format}") and model["mtl_url"] is None and len(model["files"]) == 1
+    download = client.get(model["download_url"])
+    assert download.status_code == 200 and download.content.startswith(magic)
+    bad = client.post("/jobs", files={"image": ("t.png", scene_png, "image/png")}, data={"model_format": "fbx"})
+    assert bad.status_code == 422 and "model_format" in bad.json()["detail"]
+
+
+def test_kind_defaults_to_detect(client: TestClient, scene_png: bytes) -> None:
+    created = client.post("/jobs", files={"image": ("t.png", scene_png, "image/png")}, data=LEGACY_FORM)
+    job = wait_job(created.json()["status_url"], 60, client=client)
+    assert job["kind"] == "detect" and "trees" in job["result"]
+    kind = client.get("/openapi.json").json()["components"]["schemas"]["Body_create_job_jobs_post"]["properties"]
+    assert kind["kind"]["default"] == "detect" and "default" in kind["kind"]["description"]
+
+
+def test_cancel_answers_the_final_state(tmp_path: Path) -> None:
+    big = make_scene(2048)  # long enough to be running when it is cancelled
+    with local_client(tmp_path) as slow:
+        created = slow.post("/jobs", files={"image": ("t.png", big, "image/png")}, data=LEGACY_FORM).json()
+        cancelled = slow.delete(f"/jobs/{created['id']}")
+        assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+        assert cancelled.json()["finished_at"] is not None
+        assert slow.get(f"/jobs/{created['id']}").json()["state"] == "cancelled"
 
 
 def test_failed_job_reports_its_error(client: TestClient) -> None:

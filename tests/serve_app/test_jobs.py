@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from serve_app.api.negotiation import model_format, prefers_geojson
+from scripts.make_sample import make_scene
+from serve_app.api.negotiation import expiry_text, model_format, prefers_geojson
 from serve_app.errors import JobNotFoundError, TooManyJobsError
 from serve_app.jobs import JobTable
+from serve_app.metrics import Metrics
+from serve_app.orchestration import Flows
 from serve_app.progress import Progress
+from serve_app.settings import Settings
+from serve_app.stages import SplitPlan
 from treecore.errors import InvalidTreesError
+from treecore.types import DetectionParams
 
 
 class Clock:
@@ -56,12 +63,38 @@ def test_bounds_expiry_cancel_and_failures() -> None:
         with pytest.raises(TooManyJobsError):
             table.submit("detect", _done)
         await asyncio.sleep(0)
-        assert table.cancel(long.id) is long
-        await asyncio.sleep(0)
-        assert long.state == "cancelled" and table.cancel(long.id).state == "cancelled"  # finished: as it is
+        assert await table.cancel(long.id) is long
+        assert long.state == "cancelled"  # the answer is the settled state, not "running"
+        assert (await table.cancel(long.id)).state == "cancelled"  # finished: as it is
         clock.now += 11
         with pytest.raises(JobNotFoundError, match="removed 10 s after"):
             table.get(long.id)
+        await table.close()
+
+    asyncio.run(scenario())
+
+
+def test_cancel_answers_the_settled_state() -> None:
+    async def scenario() -> None:
+        table = JobTable(max_jobs=5, max_running=5, ttl_s=10)
+        unstarted = table.submit("detect", _forever)
+        assert (await table.cancel(unstarted.id)).state == "cancelled"  # cancelled before its task ran
+        assert unstarted.finished_at is not None and table.running() == 0
+
+        async def stubborn(progress: Progress) -> dict[str, Any]:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.01)  # cleanup that takes a moment (e.g. releasing the image)
+                raise
+            raise AssertionError("unreachable")
+
+        slow = table.submit("detect", stubborn)
+        await asyncio.sleep(0)
+        assert (await table.cancel(slow.id)).state == "cancelled"
+        done = table.submit("detect", _done)
+        await asyncio.sleep(0)
+        assert (await table.cancel(done.id)).state == "succeeded"  # it ended first: as it is
         await table.close()
 
     asyncio.run(scenario())
@@ -105,3 +138,44 @@ def test_model_format_query_then_body_then_obj() -> None:
     assert model_format(None, [1, 2]) == "obj"
     with pytest.raises(InvalidTreesError, match="format must be one of obj, zip, glb"):
         model_format(None, {"format": "fbx"})
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [(3600, "1 hour"), (86400, "24 hours"), (7200, "2 hours"), (60, "1 minute"), (90, "90 seconds"), (0, "0 seconds")],
+)
+def test_expires_in_is_the_legacy_words(seconds: int, words: str) -> None:
+    assert expiry_text(seconds) == words
+    assert expiry_text(None) == "never"
+
+
+def test_a_detection_cancelled_during_its_split_releases_the_image(tmp_path: Path) -> None:
+    class SlowSplit:
+        """Stages whose split takes a moment: the request is cancelled while it runs."""
+
+        def __init__(self) -> None:
+            self.released: list[SplitPlan] = []
+
+        async def tile_target(self, shape: tuple[int, int, int]) -> int:
+            return 1
+
+        async def split(self, data: bytes, params: DetectionParams, n_tiles: int) -> SplitPlan:
+            await asyncio.sleep(0.05)
+            return SplitPlan(["ref", "key"], (10, 10, 3), (), 0.0)
+
+        async def release(self, plan: SplitPlan) -> None:
+            self.released.append(plan)
+
+    async def scenario() -> None:
+        stages = SlowSplit()
+        flows = Flows(stages, Settings(generated_models_dir=tmp_path), Metrics())  # type: ignore[arg-type]
+        task = asyncio.create_task(flows.detect(make_scene(64), DetectionParams(), Progress()))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert stages.released == []  # the split is still running in its stage...
+        await asyncio.sleep(0.1)
+        assert len(stages.released) == 1  # ...and its image is released when it is done
+
+    asyncio.run(scenario())

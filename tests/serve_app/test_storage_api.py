@@ -65,12 +65,16 @@ def test_large_model_through_the_api_goes_to_blob_storage(azurite: Azurite, tmp_
     trees = [{"x": 5.0 * i, "y": 3.0, "diameter": 3.0} for i in range(25)]
     with TestClient(local_app(settings, stages)) as client:
         body = client.post("/generate-model", json={"trees": trees}).json()
-        assert body["download_url"].startswith(f"http://127.0.0.1:{azurite.port}/") and body["expires_in"] == 3600
+        assert body["download_url"].startswith(f"http://127.0.0.1:{azurite.port}/") and body["expires_in"] == "1 hour"
+        assert body["expires_in_s"] == 3600 and body["mtl_url"].startswith(f"http://127.0.0.1:{azurite.port}/")
         assert ACCOUNT_KEY not in str(body)
         scene = httpx.get(body["download_url"])
         assert scene.status_code == 200 and scene.content.count(b"\no tree_") == 25
         mtl_url = body["download_url"].replace(".obj?", ".mtl?")
         assert httpx.get(mtl_url).status_code == 403  # each SAS names one blob; the MTL has its own
+        mtl = httpx.get(body["mtl_url"])  # ...which the answer gives
+        assert mtl.status_code == 200 and b"newmtl" in mtl.content
+        assert [f["expires_in_s"] for f in body["files"]] == [3600, 3600]
         assert client.get(f"/download/{body['filename']}").status_code == 404  # not a local file here
 
 

@@ -364,7 +364,8 @@ try {
         filesize_mb: 0.5,
         total_trees: 630,
         message: "stored",
-        expires_in: 3600,
+        expires_in: "1 hour",
+        expires_in_s: 3600,
       }),
     })
   );

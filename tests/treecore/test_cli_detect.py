@@ -27,7 +27,8 @@ def test_detect_writes_json_and_overlay(tmp_path, capsys):
     assert report["parameters"]["hue_min"] == 35 and report["parameters"]["min_diameter"] == 3.0
     drawn = cv2.imread(str(overlay))
     assert drawn.shape == (200, 300, 3) and (drawn != cv2.cvtColor(image, cv2.COLOR_RGB2BGR)).any()
-    assert "2 trees" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "2 trees" in err and "3 tiles" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["overlay.png", "tile.png", "trees.json"]
 
 
@@ -53,3 +54,10 @@ def test_module_entry_point_runs(tmp_path):
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert json.loads(done.stdout)["total_trees"] == 1
+
+
+def test_one_tile_and_one_tree_are_singular(tmp_path, capsys):
+    src = tmp_path / "t.png"
+    src.write_bytes(encode(draw_scene(60, 60, [Disc(30, 30, 20)])))
+    assert main(["detect", str(src), "--real-width", "6", "--real-height", "6", "-o", str(tmp_path / "o.json")]) == 0
+    assert ": 1 tree in 60 x 60 px (6 x 6 m, 1 tile, watershed)" in capsys.readouterr().err

@@ -101,11 +101,13 @@ export function clearStored({ state }) {
 // blocked as a pop-up), with the file's name, size and how long the link lasts.
 function showStored({ api, state }, stored) {
   const target = storedTarget(stored.download_url, api.root, location);
-  const expiresAt = stored.expires_in ? Date.now() + stored.expires_in * 1000 : null;
+  // Seconds are expires_in_s; expires_in is the legacy words ("1 hour"), a number only from an older service.
+  const seconds = [stored.expires_in_s, stored.expires_in].find((value) => typeof value === "number") ?? null;
+  const expiresAt = seconds ? Date.now() + seconds * 1000 : null;
   state.stored = { ...target, filename: stored.filename, expiresAt };
   setLink($("stored-link"), target, stored.filename);
   const size = `${Number(stored.filesize_mb).toLocaleString("en")} MB`;
-  const expiry = expiresAt ? validity(stored.expires_in, new Date(expiresAt)) : "no expiry";
+  const expiry = expiresAt ? validity(seconds, new Date(expiresAt)) : "no expiry";
   $("stored-info").textContent = `(${size}; ${expiry})`;
   $("stored").hidden = false;
 }
