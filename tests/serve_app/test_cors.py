@@ -1,4 +1,4 @@
-"""CORS with the API key, the offline API docs, and a clean Ctrl-C of `make run`.
+"""CORS with the API key, and the offline API docs (the clean Ctrl-C of `make run`: tests/test_run_local.py).
 
 In-process (TestClient): preflights from an allowed and a refused origin, with and without a key; the headers a
 cross-origin page may read; the docs pages, which reference only their own files. Against the real Serve (marked
