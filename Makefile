@@ -26,6 +26,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
+# Ctrl-C reaches only `serve run` (the script runs it as a foreground job of its own), so make exits 0 with it.
 run: venv
 	@bash scripts/run-local.sh
 

@@ -17,15 +17,21 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-#: Routes open without the API key (the load balancer's and KubeRay's health checks).
-OPEN_PATHS = frozenset({"/health", "/-/healthz", "/-/routes"})
+#: Routes open without the API key: the load balancer's and KubeRay's health checks, and the API's description (the
+#: schema and its two viewers hold no data; a browser opening them sends no key, and Swagger's "Try it out" sends
+#: the key given to its Authorize button).
+OPEN_PATHS = frozenset(
+    {"/health", "/-/healthz", "/-/routes", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+)
 #: The tuning page's URL prefix (serve_app/api/ui.py mounts it here).
 UI_PREFIX = "/ui"
-#: Path prefixes open without the API key: the tuning page's static files (serve_app/api/ui.py), which hold no secrets
+#: Swagger UI's and ReDoc's scripts and styles (serve_app/api/docs.py mounts them here).
+DOCS_ASSETS_PREFIX = "/docs-assets"
+#: Path prefixes open without the API key: the tuning page's and the docs' static files, which hold no secrets
 #: (the page sends the key its user types on its API calls). Only the prefix itself or a path below it: `/ui`,
 #: `/ui/app.js`, never `/uiX`. A path such as `/ui/../jobs` stays inside the /ui mount, whose StaticFiles refuses
 #: to leave its folder: the router matches whole paths and never resolves dot segments.
-OPEN_PREFIXES = (UI_PREFIX,)
+OPEN_PREFIXES = (UI_PREFIX, DOCS_ASSETS_PREFIX)
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = []) -> None:  # noqa: B006

@@ -120,7 +120,13 @@ def wait_job(status_url: str, timeout: float = 120, *, client: TestClient | None
 
 
 @pytest.fixture(scope="session")
-def serve_url(serve_env: dict[str, str]) -> Iterator[str]:
+def cross_origin() -> str:
+    """The origin of a page on another port, which the `/secured` app allows (CORS_ORIGINS; test_cors.py serves it)."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="session")
+def serve_url(serve_env: dict[str, str], cross_origin: str) -> Iterator[str]:
     """One real local Ray Serve for the session: the app at /, the same app with API_KEY at /secured.
 
     Ray gets 2 CPUs and a 1 GB object store; Detector replicas take half a CPU each so both apps fit, and
@@ -161,7 +167,7 @@ def serve_url(serve_env: dict[str, str]) -> Iterator[str]:
         serve.run(bind_graph(args, options=options), name="tree-detection", route_prefix="/")
         secured = {**options, "Detector": {"num_replicas": 1, **half_cpu}}
         # The settings are read once, here in build_app's process, and bound into every deployment.
-        with_key = dataclasses.replace(Settings.from_env(), api_key=API_KEY)
+        with_key = dataclasses.replace(Settings.from_env(), api_key=API_KEY, cors_origins=(cross_origin,))
         serve.run(bind_graph(args, settings=with_key, options=secured), name="secured", route_prefix="/secured")
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
