@@ -7,9 +7,7 @@
 //          api_key, allowed_page, refused_page (URLs of a page, with tile.png beside it, on an allowed and on a
 //          refused origin), real_size_m (of tile.png)}
 import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./browser.mjs";
 
 const [configPath, reportPath] = process.argv.slice(2);
 const config = JSON.parse(fs.readFileSync(configPath, "utf8"));
@@ -58,22 +56,7 @@ async function callApi(page, auth) {
   );
 }
 
-const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "cors-check-"));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: config.chromium,
-  headless: true,
-  // The machine reaches no network but package registries: nothing may phone home or wait for it.
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const context = await launchChromium(config.chromium, "cors-check-");
 // Every request to a host other than 127.0.0.1 is refused and recorded: the docs must load from the service alone
 // (their Content-Security-Policy stops ReDoc's CDN logo before it is requested: a console error, not a request).
 await context.route(

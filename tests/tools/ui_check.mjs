@@ -7,9 +7,8 @@
 //          exif_jpeg, exif_real_size_m: [w, h], crown_rgb (the page's crown stroke), disc_points, exif_points
 //          (image pixels [x, y] where the canvas is sampled), out_dir (screenshots), download_dir (downloads)}
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./browser.mjs";
 
 const [configPath, reportPath] = process.argv.slice(2);
 const config = JSON.parse(fs.readFileSync(configPath, "utf8"));
@@ -141,21 +140,7 @@ async function download(page, button, name) {
   return { path: target, suggested: file.suggestedFilename(), message: await page.textContent("#action-msg") };
 }
 
-const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "ui-check-"));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: config.chromium,
-  headless: true,
-  // The machine reaches no network but package registries: nothing may phone home or wait for it.
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
+const context = await launchChromium(config.chromium, "ui-check-", {
   viewport: { width: 1280, height: 800 },
   acceptDownloads: true,
 });
