@@ -181,7 +181,7 @@ def test_tuning_page_in_a_real_browser(
     small_png = encode(small_rgb)
     (tmp_path / "small.png").write_bytes(small_png)
     small_params = DetectionParams(
-        min_diameter=0.5, max_diameter=15, cluster_threshold=1.5, real_width=4.8, real_height=2.4
+        min_diameter=0.5, max_diameter=15, cluster_threshold=1.5, real_width=4.8, real_height=2.4, method=PAGE_METHOD
     )
     (small_tree,) = detect_trees(small_rgb, small_params).trees
     small_disc = (small_tree.pixel_x, small_tree.pixel_y, small_tree.pixel_diameter / 2)

@@ -59,5 +59,8 @@ def test_module_entry_point_runs(tmp_path):
 def test_one_tile_and_one_tree_are_singular(tmp_path, capsys):
     src = tmp_path / "t.png"
     src.write_bytes(encode(draw_scene(60, 60, [Disc(30, 30, 20)])))
-    assert main(["detect", str(src), "--real-width", "6", "--real-height", "6", "-o", str(tmp_path / "o.json")]) == 0
+    out = str(tmp_path / "o.json")
+    assert (
+        main(["detect", str(src), "--real-width", "6", "--real-height", "6", "--method", "watershed", "-o", out]) == 0
+    )
     assert ": 1 tree in 60 x 60 px (6 x 6 m, 1 tile, watershed)" in capsys.readouterr().err
