@@ -21,6 +21,10 @@ else:  # the form's choices are treecore's methods: a new method there is offere
     Method = Literal[METHODS]
 
 
+#: What cluster_threshold does (treecore.merge.seed_groups): joins one tree found twice, never neighbours.
+_CLUSTER_THRESHOLD = "join a detection lying inside a larger crown and within this many metres of its centre (0: off)"
+
+
 def _metres(description: str, *, ge: float | None = None, gt: float | None = None) -> Any:
     """A form field of metres: finite, with its lower bound, at most MAX_DIAMETER_M."""
     return Form(
@@ -47,7 +51,7 @@ def detection_params(
     val_max: Annotated[int, Form(ge=0, le=255, description="0-255")] = 255,
     min_diameter: Annotated[float, _metres("smallest crown, metres", ge=0)] = 3.0,
     max_diameter: Annotated[float, _metres("largest crown, metres", gt=0)] = 15.0,
-    cluster_threshold: Annotated[float, _metres("merge trees closer than this, metres (0: off)", ge=0)] = 10.0,
+    cluster_threshold: Annotated[float, _metres(_CLUSTER_THRESHOLD, ge=0)] = 10.0,
     real_width: Annotated[float, _real_size("metres the image covers left to right")] = 100.0,
     real_height: Annotated[float, _real_size("metres the image covers top to bottom")] = 100.0,
     method: Annotated[Method, Form(description=f"one of {', '.join(METHODS)}")] = DEFAULT_METHOD,
