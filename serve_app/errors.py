@@ -3,7 +3,11 @@
     ServiceError
     ├── JobNotFoundError           no job with that id, or it expired (404)
     ├── TooManyJobsError           the job table or the running-job limit is full (429)
-    └── ServiceUnavailableError    a pipeline stage failed after its retries (503)
+    ├── MemoryNeedTooLargeError    a request needs more memory than the whole admission budget (413)
+    └── ServiceUnavailableError    a pipeline stage failed after its retries, or ran out of memory (503)
+        └── ServiceBusyError       the memory budget is taken and its queue full, or the wait ran out (503)
+
+Every 503 carries a `Retry-After` header (seconds): the error's own `retry_after_s`, else DEFAULT_RETRY_AFTER_S.
 
 treecore errors (the user's input) and storage errors (the service's storage: 503, but a stored base model
 too large to read: 413) are mapped here too, and so is a plain ValueError (422): treecore's writers (objwriter,
@@ -48,8 +52,34 @@ class TooManyJobsError(ServiceError):
     """The job table is full or too many jobs are running; try again later."""
 
 
+class MemoryNeedTooLargeError(ServiceError):
+    """The request needs more memory than the whole admission budget (MEMORY_BUDGET_BYTES): it could never run."""
+
+
 class ServiceUnavailableError(ServiceError):
-    """A pipeline stage (a replica) failed even after its retries."""
+    """A pipeline stage (a replica) failed even after its retries, or Ray ran out of memory or workers."""
+
+
+#: Seconds a 503 without a figure of its own tells the client to wait (its Retry-After header).
+DEFAULT_RETRY_AFTER_S = 5
+
+
+class ServiceBusyError(ServiceUnavailableError):
+    """The memory budget is in use and the request cannot wait (queue full, or it waited too long); retry later."""
+
+    def __init__(self, message: str, retry_after_s: int = DEFAULT_RETRY_AFTER_S) -> None:
+        """The error.
+
+        Args:
+            message: what is busy, and what to do.
+            retry_after_s: seconds until a retry may fit (the Retry-After header), at least 1.
+        """
+        super().__init__(message)
+        self.retry_after_s = max(1, int(retry_after_s))
+
+    def __reduce__(self) -> tuple[type[ServiceBusyError], tuple[str, int]]:
+        """Pickle with the retry time (an error may cross Ray replicas)."""
+        return type(self), (str(self), self.retry_after_s)
 
 
 #: Status code per error class; a subclass not listed takes its nearest listed base class's code.
@@ -65,6 +95,7 @@ STATUS_CODES: dict[type[Exception], int] = {
     TreecoreError: 400,
     JobNotFoundError: 404,
     TooManyJobsError: 429,
+    MemoryNeedTooLargeError: 413,
     ServiceUnavailableError: 503,
     ModelTooLargeError: 413,
     StorageError: 503,
@@ -87,6 +118,33 @@ def status_for(exc: BaseException) -> int:
     return 500
 
 
+def retry_after_s(exc: BaseException) -> int | None:
+    """Seconds a client should wait before trying again (the Retry-After header), for a 503; else None.
+
+    Args:
+        exc: the error.
+
+    Returns:
+        The error's own `retry_after_s` (ServiceBusyError), else DEFAULT_RETRY_AFTER_S for a 503, else None.
+    """
+    if status_for(exc) != 503:
+        return None
+    return int(getattr(exc, "retry_after_s", DEFAULT_RETRY_AFTER_S))
+
+
+def error_headers(exc: BaseException) -> dict[str, str]:
+    """The headers of an error response: Retry-After on a 503, nothing else.
+
+    Args:
+        exc: the error.
+
+    Returns:
+        Header names and values.
+    """
+    seconds = retry_after_s(exc)
+    return {} if seconds is None else {"Retry-After": str(seconds)}
+
+
 def error_body(exc: BaseException) -> dict[str, str]:
     """The JSON body of an error response: {"detail": message}.
 
@@ -102,7 +160,7 @@ def error_body(exc: BaseException) -> dict[str, str]:
 
 
 def add_exception_handlers(app: FastAPI, status_codes: dict[type[Exception], int] = STATUS_CODES) -> None:
-    """Register one handler per error class that answers {"detail": message} with its status.
+    """Register one handler per error class that answers {"detail": message} with its status (a 503 with Retry-After).
 
     Args:
         app: the FastAPI app.
@@ -114,7 +172,7 @@ def add_exception_handlers(app: FastAPI, status_codes: dict[type[Exception], int
         # Only 5xx are the service's fault and worth a log line; 4xx are the caller's input.
         if status >= 500:
             logger.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
-        return JSONResponse(error_body(exc), status_code=status)
+        return JSONResponse(error_body(exc), status_code=status, headers=error_headers(exc))
 
     for cls in status_codes:
         app.add_exception_handler(cls, handler)

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from serve_app.admission import MemoryBudget, admitted, detect_need, generate_need
 from serve_app.bounds import check_trees
 from serve_app.formats import InlineModel, ModelFormat
 from serve_app.metrics import Metrics
@@ -75,6 +76,7 @@ class Flows:
         """
         self.stages, self.settings, self.metrics = stages, settings, metrics
         self._releasing: set[asyncio.Future[None]] = set()
+        self.budget = MemoryBudget.from_settings(settings)  # this process's memory admission (serve_app.admission)
         self.store = make_store(settings)  # read back by GET /download (local storage: one node only)
 
     def open_download(self, filename: str) -> Download:
@@ -109,6 +111,7 @@ class Flows:
         check_image_size(data, max_pixels=self.settings.max_image_pixels)
         return data
 
+    @admitted(detect_need)
     async def detect(
         self, data: bytes, params: DetectionParams, progress: Progress, *, warnings: list[str] | None = None
     ) -> dict[str, Any]:
@@ -177,6 +180,7 @@ class Flows:
         progress.trees_so_far += len(found)
         return found
 
+    @admitted(generate_need)
     async def generate(
         self, payload: Any, base_model: str, progress: Progress, *, fmt: ModelFormat = "obj", store: bool = False
     ) -> InlineModel | StoredScene:

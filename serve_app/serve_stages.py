@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ray import serve
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
-from ray.serve.exceptions import BackPressureError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayError, RayTaskError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.catalog import TreeModelEntry
@@ -26,7 +26,7 @@ logger = logging.getLogger("ray.serve")
 T = TypeVar("T")
 
 #: Errors that mean "the replica went away", not "the input was bad": worth another try elsewhere.
-_REPLICA_GONE = (ActorDiedError, ActorUnavailableError, RayActorError)
+_REPLICA_GONE = (ActorDiedError, ActorUnavailableError, RayActorError, ReplicaUnavailableError)
 
 
 def unwrap(exc: BaseException) -> BaseException:
@@ -63,7 +63,8 @@ async def call_with_retries(
         The call's result.
 
     Raises:
-        ServiceUnavailableError: the replica died on every try, or Serve refused the call (backpressure).
+        ServiceUnavailableError: the replica died on every try, Serve refused the call (backpressure), or Ray
+            failed (out of memory, a worker crashed, an object lost).
         The replica's own error (e.g. a treecore error), unwrapped.
     """
     for attempt in range(1, attempts + 1):
@@ -81,8 +82,13 @@ async def call_with_retries(
                 ) from None
             on_retry()
             await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
-        except RayTaskError as exc:
-            raise unwrap(exc) from None
+        except (RayError, DeploymentUnavailableError) as exc:
+            # Ray's own failures (OutOfMemoryError from the memory monitor, WorkerCrashedError, ObjectLostError,
+            # TaskUnschedulableError, ...), bare or as a replica's error: the service's fault, a 503, never a 500.
+            cause = unwrap(exc)
+            if not isinstance(cause, (RayError, DeploymentUnavailableError)):
+                raise cause from None
+            raise ServiceUnavailableError(f"{what} failed: {type(cause).__name__}; try again shortly") from None
     raise AssertionError("unreachable")  # pragma: no cover
 
 

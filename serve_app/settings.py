@@ -55,6 +55,14 @@ class Settings:
     max_jobs: int = 100
     max_running_jobs: int = 4
     job_ttl_s: int = 3600
+    #: Memory, bytes, that the requests admitted by one admitting process (an Ingress replica, a job runner) may
+    #: need at once (serve_app.admission estimates each request's need); 0: half the memory of the machine or
+    #: container (its cgroup limit when there is one) that process runs on.
+    memory_budget_bytes: int = 0
+    #: Requests that may wait for memory at once in one admitting process; more get 503 with Retry-After at once.
+    admission_queue_length: int = 8
+    #: Longest wait for memory, seconds, before a 503 with Retry-After; 0: never wait.
+    admission_wait_s: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -88,6 +96,9 @@ class Settings:
             max_jobs=_int(env, "MAX_JOBS", 100, minimum=1),
             max_running_jobs=_int(env, "MAX_RUNNING_JOBS", 4, minimum=1),
             job_ttl_s=_int(env, "JOB_TTL_S", 3600, minimum=1),
+            memory_budget_bytes=_int(env, "MEMORY_BUDGET_BYTES", 0),
+            admission_queue_length=_int(env, "ADMISSION_QUEUE_LENGTH", 8),
+            admission_wait_s=_int(env, "ADMISSION_WAIT_S", 30),
         )
         if settings.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise SettingsError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {settings.log_level}")
