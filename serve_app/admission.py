@@ -4,7 +4,7 @@ Retry-After.
 
 The estimate (`detect_need_bytes`, `generate_need_bytes`) adds up what one request makes the service hold at
 its peak, in bytes, from figures measured with `benchmarks/admission_memory.py` (peak RSS of each stage in a
-fresh process, serve_config.yaml's malloc settings; the table is in benchmarks/README.md, "Memory"):
+fresh process, serve_config.yaml's malloc settings; the table is in that script's docstring):
 
 - the upload, held by the HTTP proxy and the Ingress for the whole request, and for the decode also as the
   TileSplitter's call argument (object store) and its copy: UPLOAD_HELD_COPIES + UPLOAD_DECODE_COPIES times;
@@ -14,7 +14,17 @@ fresh process, serve_config.yaml's malloc settings; the table is in benchmarks/R
 - a scene (/generate-model): per tree, by format, inline or stored.
 
 The decode and the detection do not overlap (the decoder's arrays are freed before the tiles start), so a
-detection's need is the held upload plus the larger of the two.
+detection's need is the held upload plus the larger of the two. The detection term counts every tile as if all
+ran at once: an upper bound (tiles beyond the Detector replicas' slots queue, and a Detector holds one tile's
+temporaries per slot: memory per Detector is bounded by the tile, `tile_bytes`, not by the image).
+Measured through a real Serve (summed PSS of the Ray processes, sampled every 0.2 s, so brief peaks are
+missed), one request added 193 MB (16.8 MP, heatmap, 0.5 m; estimate 526 MB) and 326 MB (36 MP; estimate
+1,053 MB); legacy 200 MB (16.8 MP; estimate 371 MB) and 389 MB (36 MP; estimate 722 MB): the estimate errs on
+the safe side by 2-3x.
+
+`Flows.detect` and `Flows.generate` (serve_app.orchestration) are wrapped with `admitted(detect_need)` and
+`admitted(generate_need)`: the need is known from the image header and the upload size, or from the tree count
+of the body, before any work starts, and a bad header is refused (400) before anything waits.
 
 One `MemoryBudget` per admitting process (each Ingress replica; a job runner), built from the Settings: each
 admits up to MEMORY_BUDGET_BYTES, so k admitting processes on one machine may hold k budgets at once (give

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from tests.serve_app.conftest import LEGACY_FORM, local_client
 from treecore.types import DetectionParams
 
 
-def run(main: Callable[[], Awaitable[Any]]) -> Any:
+def run(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     """One event loop per test, as in a replica."""
     return asyncio.run(main())
 
