@@ -150,8 +150,10 @@ def test_concurrent_large_images_past_the_budget_get_200_or_503_and_kill_nothing
     with Peak() as peak, ThreadPoolExecutor(CLIENTS) as pool:
         responses = list(pool.map(lambda _: _post(admission_url, png), range(CLIENTS)))
     codes = sorted(r.status_code for r in responses)
-    print(f"codes {codes}; Ray PSS {idle / 1e6:.0f} MB idle, +{(peak.pss - idle) / 1e6:.0f} MB at the peak "
-          f"(budget {budget_bytes / 1e6:.0f} MB); node memory at most {peak.node_share:.1%} in use")
+    print(
+        f"codes {codes}; Ray PSS {idle / 1e6:.0f} MB idle, +{(peak.pss - idle) / 1e6:.0f} MB at the peak "
+        f"(budget {budget_bytes / 1e6:.0f} MB); node memory at most {peak.node_share:.1%} in use"
+    )
     assert set(codes) <= {200, 503}, [(r.status_code, r.text[:200]) for r in responses]
     assert codes.count(200) >= ADMITTED and 503 in codes, codes  # the budget admitted some and refused some
     for response in responses:
