@@ -11,6 +11,27 @@ the reset, and reports VmHWM - VmRSS-before (bytes the stage added at its peak).
 - obj / glb: `ModelBuilder.build` of an inline scene, per tree.
 
 The replicas run with serve_config.yaml's malloc settings (MALLOC_MMAP_THRESHOLD_ etc.); the probes set the same.
+`--serve` instead posts one image, then two at once, through a real Serve (2 Detector replicas) and prints the
+peak of the Ray processes' summed PSS over their warm idle (sampled every 0.2 s: brief peaks are missed).
+
+Measured 2026-12-02 on the 2-core, 24 GiB machine (shared), `--sizes 1024 3000 6000 --gsd 0.1 0.5` (bytes per
+unit of the warm call: what a replica that has run such a call adds; the first call adds the heatmap
+network's workspace, about 70 MB, once):
+
+| stage | 1 MP | 9 MP | 36 MP | warm bytes per unit |
+|---|---|---|---|---|
+| decode (PNG, per image pixel) | 6.2 MB | 54 MB | 216 MB | 6.0 |
+| detect heatmap 0.1 m (per tile pixel) | 2.3 MB | 15 MB | 54 MB | 1.5-2.2 |
+| detect heatmap 0.5 m | 24.7 MB | 118 MB | 470 MB | 13.1 (23.5 at 1 MP) |
+| detect heatmap 1.0 m (enlarged 2x) | 69 MB | 578 MB | 2305 MB | 64.0 |
+| detect watershed 0.1 / 0.5 m | 33 MB | 284-286 MB | 1138-1147 MB | 31.5-31.9 |
+| detect legacy 0.1 / 0.5 m | 9.7-9.8 MB | 82 MB | 327 MB | 9.1-9.4 |
+| OBJ inline (per tree; 5,000 / 20,000 trees) | | | | 9,270 / 5,794 |
+| zip inline (20,000 trees, cold) | | | | 4,265 |
+| GLB inline (5,000 / 20,000 trees) | | | | 293 / 194 |
+
+Through Serve (`--serve --sizes 4096 6000 --gsd 0.5`), one request / two at once over a warm idle of 1.3-1.6 GB:
+heatmap 16.8 MP 193 / 384 MB, 36 MP 326 / 694 MB; legacy 16.8 MP 200 / 234 MB, 36 MP 389 / 588 MB.
 """
 
 from __future__ import annotations
