@@ -40,6 +40,7 @@ import argparse
 import ctypes
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -173,6 +174,7 @@ def serve_probe(sizes: list[int], gsd: float, methods: list[str]) -> None:
     finally:
         serve.shutdown()
         ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _free_port() -> int:
