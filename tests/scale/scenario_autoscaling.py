@@ -47,8 +47,9 @@ DETECTOR = {
         "max_replicas": MAX_REPLICAS,
         "target_ongoing_requests": 1,
         "upscale_delay_s": 1,
-        "downscale_delay_s": 20,
+        "downscale_delay_s": 15,
         "look_back_period_s": 2,
+        # Deprecated but still read in Serve 2.60: how often a handle records its queue length (and their age limit).
         "metrics_interval_s": 0.5,
     },
     "ray_actor_options": {"num_cpus": 1},

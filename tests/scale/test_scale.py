@@ -70,10 +70,13 @@ def test_scenario(scenario: str, tmp_path: Path) -> None:
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
     log = tmp_path / "scenario.log"
-    command = [sys.executable, "-m", "pytest", str(HERE / scenario), "-x", "-q", "-s", "-p", "no:cacheprovider"]
-    command += ["--basetemp", str(tmp_path / "child"), "-o", f"timeout={timeout}"]
+    command = [sys.executable, "-m", "pytest", str(HERE / scenario), "-x", "-q", "-s", "--durations=0"]
+    command += ["-p", "no:cacheprovider", "--basetemp", str(tmp_path / "child"), "-o", f"timeout={timeout}"]
     with log.open("wb") as out:
-        child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # A session of its own: every process the child starts (Ray nodes included) can be found and killed after.
+        child = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             code = child.wait(timeout=timeout + 60)
         except subprocess.TimeoutExpired:
