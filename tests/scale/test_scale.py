@@ -32,8 +32,10 @@ pytestmark = pytest.mark.scale
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-#: Seconds each scenario may take at most (they take 1-3 minutes on the 2-core machine; the rest is headroom).
-SCENARIO_TIMEOUT_S = {"scenario_autoscaling.py": 480, "scenario_multinode.py": 480, "scenario_autoscaler.py": 480}
+SCENARIOS = ("scenario_autoscaling.py", "scenario_multinode.py", "scenario_autoscaler.py")
+#: Seconds a scenario may take at most, all its tests together: each takes about 2 minutes on the 2-core machine
+#: (up to 3.5 when other work shares it); the rest is headroom for a slow machine, never a timing assertion.
+SCENARIO_TIMEOUT_S = 600
 
 
 def _session_processes(session_id: int) -> list[int]:
@@ -63,9 +65,9 @@ def _kill_session(session_id: int) -> list[int]:
     return left
 
 
-@pytest.mark.parametrize("scenario", sorted(SCENARIO_TIMEOUT_S))
+@pytest.mark.parametrize("scenario", SCENARIOS)
 def test_scenario(scenario: str, tmp_path: Path) -> None:
-    timeout = SCENARIO_TIMEOUT_S[scenario]
+    timeout = SCENARIO_TIMEOUT_S
     ray_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
@@ -78,17 +80,17 @@ def test_scenario(scenario: str, tmp_path: Path) -> None:
             command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
-            code = child.wait(timeout=timeout + 60)
+            code = child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             code = None
         finally:
             left = _kill_session(child.pid)
             child.wait(timeout=30)
             shutil.rmtree(ray_tmp, ignore_errors=True)
-    text = log.read_text(errors="replace")
+    # A raylet that loses its node prints its last 20 log lines ("[state-dump] ..."): noise here.
+    text = "\n".join(line for line in log.read_text(errors="replace").splitlines() if "[state-dump]" not in line)
     print(text[-3000:])
-    assert code == 0, f"{scenario} {'timed out' if code is None else f'exited {code}'}:\n{text[-6000:]}"
-    lines = [line for line in text.splitlines() if " passed" in line]
-    assert lines and " failed" not in lines[-1], text[-3000:]
-    if left:
-        print(f"killed {len(left)} processes left in the session of {scenario}")
+    assert code == 0, f"{scenario} {'timed out' if code is None else f'exited {code}'}:\n{text[-8000:]}"
+    summary = [line for line in text.splitlines() if " passed" in line]
+    assert summary and " failed" not in summary[-1] and " error" not in summary[-1], text[-3000:]
+    print(f"{scenario}: {len(left)} processes were left in its session (killed)")
