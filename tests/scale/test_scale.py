@@ -10,9 +10,10 @@ Why child processes: a process holds one Ray connection, and the service tests' 
 own way (6 logical CPUs, several nodes, an autoscaling config). So `pytest` and `make test` run these three tests
 in the same session as everything else, and each of them runs its scenario file with `python -m pytest <file>` in a
 new process session; a scenario file can also be run alone the same way (its fixtures start and stop its cluster).
-When the child ends (passed, failed or timed out), every process still in its session is killed by id (Ray nodes
-started by the fake autoscaler are children of the head's monitor and outlive a failed child), and its Ray files
-are removed: RAY_TMPDIR points Ray's default folder (and its current-cluster file) into a folder of this test.
+When the child ends (passed, failed or timed out), every process still in its session or working in its temporary
+folder (Azurite) is killed by id (Ray nodes started by the fake autoscaler are children of the head's monitor and
+outlive a failed child), and its Ray files are removed: RAY_TMPDIR points Ray's default folder (and its
+current-cluster file) into a folder of this test, never /tmp/ray, which other Ray users of the machine share.
 Coverage: the children's code is test code and Ray replicas are not measured anyway (see the Makefile).
 """
 
@@ -38,25 +39,27 @@ SCENARIOS = ("scenario_autoscaling.py", "scenario_multinode.py", "scenario_autos
 SCENARIO_TIMEOUT_S = 600
 
 
-def _session_processes(session_id: int) -> list[int]:
-    """Ids of the processes whose session is `session_id` (read from /proc)."""
+def _left_processes(session_id: int, folder: Path) -> list[int]:
+    """Ids of the processes in session `session_id`, or working in `folder` (Azurite runs in a session of its
+    own, in a folder under the child's --basetemp), read from /proc."""
     pids = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             stat = (entry / "stat").read_text()
-        except OSError:  # gone meanwhile
+            cwd = os.readlink(entry / "cwd")
+        except OSError:  # gone meanwhile, or not ours to read
             continue
         fields = stat.rpartition(")")[2].split()  # after "(comm)": state, ppid, pgrp, session, ...
-        if int(fields[3]) == session_id and int(entry.name) != os.getpid():
+        if int(fields[3]) == session_id or Path(cwd).is_relative_to(folder):
             pids.append(int(entry.name))
     return pids
 
 
-def _kill_session(session_id: int) -> list[int]:
-    """SIGKILL every process left in the child's session; their ids."""
-    left = _session_processes(session_id)
+def _kill_left(session_id: int, folder: Path) -> list[int]:
+    """SIGKILL every process left by the child; their ids."""
+    left = _left_processes(session_id, folder)
     for pid in left:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -84,13 +87,13 @@ def test_scenario(scenario: str, tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             code = None
         finally:
-            left = _kill_session(child.pid)
+            left = _kill_left(child.pid, tmp_path)
             child.wait(timeout=30)
             shutil.rmtree(ray_tmp, ignore_errors=True)
     # A raylet that loses its node prints its last 20 log lines ("[state-dump] ..."): noise here.
     text = "\n".join(line for line in log.read_text(errors="replace").splitlines() if "[state-dump]" not in line)
     print(text[-3000:])
+    print(f"{scenario}: {len(left)} processes were left in its session (killed)")
     assert code == 0, f"{scenario} {'timed out' if code is None else f'exited {code}'}:\n{text[-8000:]}"
     summary = [line for line in text.splitlines() if " passed" in line]
     assert summary and " failed" not in summary[-1] and " error" not in summary[-1], text[-3000:]
-    print(f"{scenario}: {len(left)} processes were left in its session (killed)")
