@@ -23,7 +23,7 @@ from serve_app.api import create_app
 from serve_app.assembly import ModelBuilder
 from serve_app.catalog import LocalCatalogView
 from serve_app.settings import Settings
-from serve_app.stages import LocalStages
+from serve_app.stages import LocalStages, TilePolicy
 from serve_app.storage import LocalModelStore
 from tests.serve_app.azurite import Azurite
 
@@ -49,6 +49,11 @@ def scene_png() -> bytes:
     return make_scene(1024)
 
 
+#: The in-process app's tiles: a 1 Mpx scene is cut in two (one tile per stand-in replica), 0.25 Mpx and less
+#: takes the short path.
+LOCAL_POLICY = TilePolicy(tile_pixels=1_000_000, short_path_pixels=250_000)
+
+
 def local_app(settings: Settings, stages: LocalStages) -> FastAPI:
     """create_app over in-process stages and their builder's catalogue."""
     catalog = stages.builder.catalog
@@ -61,7 +66,7 @@ def local_client(tmp_path: Path, **overrides: Any) -> TestClient:
     models.mkdir(exist_ok=True)
     settings = Settings(generated_models_dir=models, **overrides)
     builder = ModelBuilder(LocalModelStore(models, "/download"), workers=2)
-    stages = LocalStages(builder, max_pixels=settings.max_image_pixels, workers=2, min_tile_pixels=200_000)
+    stages = LocalStages(builder, max_pixels=settings.max_image_pixels, workers=2, policy=LOCAL_POLICY)
     return TestClient(local_app(settings, stages))
 
 
@@ -77,6 +82,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+#: The test Serve app's args: tiles of 1.2 Mpx (so a 1500 x 1500 image is cut in two whatever the replica
+#: count), images up to 0.5 Mpx whole in one Detector call (the short path).
+SERVE_ARGS_KW: dict[str, Any] = {"tile_megapixels": 1.2, "short_path_megapixels": 0.5, "detector_attempts": 3}
 
 
 #: Size of the Ray started for the tests: this machine has 2 cores.
@@ -155,7 +165,7 @@ def serve_url(serve_env: dict[str, str], cross_origin: str) -> Iterator[str]:
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        args = AppArgs(min_tile_pixels=250_000, detector_attempts=3)
+        args = AppArgs(**SERVE_ARGS_KW)
         half_cpu = {"ray_actor_options": {"num_cpus": 0.5}}
         no_cpu = {"ray_actor_options": {"num_cpus": 0}}
         options = {
