@@ -89,6 +89,9 @@ def free_port() -> int:
 SERVE_ARGS_KW: dict[str, Any] = {"tile_megapixels": 1.2, "short_path_megapixels": 0.5, "detector_attempts": 3}
 
 
+#: Tiles a test Detector replica takes at once (Serve runs them in its thread pool).
+DETECTOR_MAX_ONGOING = 4
+
 #: Size of the Ray started for the tests: this machine has 2 cores.
 RAY_CPUS = 2
 RAY_OBJECT_STORE_BYTES = 1_000_000_000
@@ -140,7 +143,8 @@ def serve_url(serve_env: dict[str, str], cross_origin: str) -> Iterator[str]:
     """One real local Ray Serve for the session: the app at /, the same app with API_KEY at /secured.
 
     Ray gets 2 CPUs and a 1 GB object store; Detector replicas take half a CPU each so both apps fit, and
-    take one call at a time, so the two tiles of an image are always on different replicas.
+    take up to DETECTOR_MAX_ONGOING tiles each, so a replica killed while a large image is detected surely holds
+    some of its tiles.
     Shut down (Serve, then Ray) at the end of the session.
     """
     import ray
@@ -172,7 +176,7 @@ def serve_url(serve_env: dict[str, str], cross_origin: str) -> Iterator[str]:
             "Ingress": no_cpu,
             "TileSplitter": no_cpu,
             "ModelAssembler": no_cpu,
-            "Detector": {"num_replicas": 2, "max_ongoing_requests": 1, **half_cpu},
+            "Detector": {"num_replicas": 2, "max_ongoing_requests": DETECTOR_MAX_ONGOING, **half_cpu},
         }
         serve.run(bind_graph(args, options=options), name="tree-detection", route_prefix="/")
         secured = {**options, "Detector": {"num_replicas": 1, **half_cpu}}
