@@ -34,6 +34,8 @@ from typing import Any
 import cv2
 import httpx
 import numpy as np
+from fastapi import FastAPI, Form, UploadFile
+from fastapi.responses import JSONResponse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,6 +44,7 @@ from scripts.processes import memory_mb, ray_processes  # noqa: E402
 from scripts.render_serve_config import serve_config_env_vars  # noqa: E402
 from treecore.detect import detect_trees  # noqa: E402
 from treecore.imageio import decode_image  # noqa: E402
+from treecore.report import result_to_dict  # noqa: E402
 from treecore.types import DetectionParams  # noqa: E402
 
 FORM = {"min_diameter": "2", "cluster_threshold": "0"}
@@ -294,11 +297,6 @@ def load(
 def standin_app() -> Any:
     """The legacy backend's shape: one FastAPI process that decodes and detects in the request (the event loop
     blocks while it works, as the legacy service's did), answering the same JSON."""
-    from fastapi import FastAPI, Form, UploadFile
-    from fastapi.responses import JSONResponse
-
-    from treecore.report import result_to_dict
-
     app = FastAPI()
 
     @app.post("/detect-trees")
@@ -369,7 +367,7 @@ def side_by_side(url: str, sizes_mp: list[float], clients_list: list[int], secon
                     rows.append(
                         f"| {method} | {side} x {side} ({side * side / 1e6:.2f} MP) | {clients} | {local * 1e3:.0f} "
                         f"| {a_p50 * 1e3:.0f} / {a_rps:.1f} | {b_p50 * 1e3:.0f} / {b_rps:.1f} "
-                        f"| {(b_p50 - local) * 1e3:+.0f} | {b_rps / a_rps:.2f} | {a_err + b_err} |"
+                        f"| {(b_p50 - local) * 1e3:+.0f} | {b_rps / max(a_rps, 1e-9):.2f} | {a_err + b_err} |"
                     )
                     print(rows[-1], flush=True)
     return rows

@@ -87,8 +87,9 @@ async def call_with_retries(
 
 
 #: How often the Ingress asks the controller for the running Detector replicas, seconds (in a background thread,
-#: never on a request's path).
-REPLICA_REFRESH_S = 2.0
+#: never on a request's path). `serve.status()` is not cheap: asked every 2 s it took 15% of the Ingress's CPU
+#: under load (py-spy, benchmarks/README.md); a count 10 s old only delays when a new replica gets tiles.
+REPLICA_REFRESH_S = 10.0
 
 
 @dataclass(frozen=True)
