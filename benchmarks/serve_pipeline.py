@@ -1,9 +1,13 @@
-"""The Serve pipeline against treecore in one process: latency, ratio, concurrency, and the legacy 88,000-tree case.
+"""The Serve pipeline against treecore in one process: latency, ratio, concurrency, side by side with a one-process
+FastAPI stand-in of the legacy backend, and the legacy 88,000-tree case.
 
-Starts its own local Ray (2 CPUs, 2 GB object store) and Serve on a free port, and shuts both down.
+Starts its own local Ray (2 CPUs by default, 1 GB object store, session files in its own /tmp folder) and Serve
+on a free port, and shuts both down; the stand-in is a uvicorn subprocess on another free port.
 
     .venv/bin/python benchmarks/serve_pipeline.py                 # latency table (1 and 2 replicas) + concurrency
-    .venv/bin/python benchmarks/serve_pipeline.py --legacy-case   # also the 4951 x 4886 m, ~88,000-tree tile
+    .venv/bin/python benchmarks/serve_pipeline.py --side-by-side  # only the stand-in comparison (issue #15)
+    .venv/bin/python benchmarks/serve_pipeline.py --legacy-case --num-cpus 6 --skip-latency
+                                                                  # the 4951 x 4886 m, ~88,000-tree tile
 
 (a) is `decode_image` + `detect_trees` in this process, one tile (the fastest way to run treecore on one core);
 (b) is POST /detect-trees over HTTP with the same bytes. Memory is the summed proportional set size (PSS) of
@@ -15,9 +19,12 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +34,8 @@ from typing import Any
 import cv2
 import httpx
 import numpy as np
+from fastapi import FastAPI, Form, UploadFile
+from fastapi.responses import JSONResponse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -35,6 +44,7 @@ from scripts.processes import memory_mb, ray_processes  # noqa: E402
 from scripts.render_serve_config import serve_config_env_vars  # noqa: E402
 from treecore.detect import detect_trees  # noqa: E402
 from treecore.imageio import decode_image  # noqa: E402
+from treecore.report import result_to_dict  # noqa: E402
 from treecore.types import DetectionParams  # noqa: E402
 
 FORM = {"min_diameter": "2", "cluster_threshold": "0"}
@@ -46,19 +56,23 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_ray() -> None:
-    """A local Ray for a benchmark: 2 CPUs, a 2 GB object store, and serve_config.yaml's runtime_env variables
-    for every Ray process (replicas and the HTTP proxy), as the image and `make run` give them."""
+def start_ray(num_cpus: int = 2) -> str:
+    """A local Ray for a benchmark: `num_cpus` logical CPUs, a 1 GB object store, session files in a folder of its
+    own (returned: remove it after ray.shutdown), and serve_config.yaml's runtime_env variables for every Ray
+    process (replicas and the HTTP proxy), as the image and `make run` give them."""
     import ray
 
     os.environ.update(serve_config_env_vars())
+    temp = tempfile.mkdtemp(prefix="ray-bench-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
     ray.init(
-        num_cpus=2,
-        object_store_memory=2_000_000_000,
+        num_cpus=num_cpus,
+        object_store_memory=1_000_000_000,
         include_dashboard=False,
         log_to_driver=False,
+        _temp_dir=temp,
         runtime_env={"env_vars": serve_config_env_vars()},
     )
+    return temp
 
 
 def _ray_memory_mb(source: str, field: str) -> float:
@@ -115,30 +129,82 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
 
 
-def post_detect(url: str, png: bytes, size_m: float, timeout: float = 600) -> dict[str, Any]:
+def post_detect(
+    url: str, png: bytes, size_m: float, timeout: float | None = 600, form: dict[str, str] | None = None
+) -> dict[str, Any]:
     """One POST /detect-trees; raises on a non-200."""
     files = {"image": ("tile.png", png, "image/png")}
-    data = {**FORM, "real_width": str(size_m), "real_height": str(size_m)}
+    data = {**FORM, "real_width": str(size_m), "real_height": str(size_m), **(form or {})}
     response = httpx.post(f"{url}/detect-trees", files=files, data=data, timeout=timeout)
     response.raise_for_status()
     body: dict[str, Any] = response.json()
     return body
 
 
-def deploy(replicas: int) -> None:
-    """(Re)deploy the app with `replicas` Detector replicas (1 CPU each)."""
+def _config_deployment(name: str) -> dict[str, Any]:
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "serve_config.yaml").read_text())
+    deployments = config["applications"][0]["deployments"]
+    found: dict[str, Any] = next(d for d in deployments if d["name"] == name)
+    return found
+
+
+def deploy(replicas: int | None) -> None:
+    """(Re)deploy the app with serve_config.yaml's args and `replicas` Detector replicas (1 CPU each), or with
+    serve_config.yaml's Detector autoscaling (replicas None)."""
+    import yaml
     from ray import serve
 
     from serve_app.builder import AppArgs, bind_graph
 
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "serve_config.yaml").read_text())
+    args = AppArgs(**config["applications"][0]["args"])
     no_cpu = {"ray_actor_options": {"num_cpus": 0}}
+    detector = _config_deployment("Detector")
+    sizing = {"num_replicas": replicas} if replicas else {"autoscaling_config": detector["autoscaling_config"]}
     options = {
         "Ingress": no_cpu,
         "TileSplitter": no_cpu,
         "ModelAssembler": no_cpu,
-        "Detector": {"num_replicas": replicas, "max_ongoing_requests": 2, "ray_actor_options": {"num_cpus": 1}},
+        "Detector": {
+            **sizing,
+            "max_ongoing_requests": detector["max_ongoing_requests"],
+            "max_queued_requests": detector["max_queued_requests"],
+            "ray_actor_options": {"num_cpus": 1},
+        },
     }
-    serve.run(bind_graph(AppArgs(), options=options), name="tree-detection", route_prefix="/")
+    serve.run(bind_graph(args, options=options), name="tree-detection", route_prefix="/")
+
+
+def running_detectors() -> int:
+    """Running Detector replicas now (serve.status)."""
+    from ray import serve
+
+    states = serve.status().applications["tree-detection"].deployments["Detector"].replica_states
+    return int(dict(states).get("RUNNING", 0))
+
+
+class PeakReplicas:
+    """Samples running_detectors() every 0.5 s in a thread; `peak` is the largest seen."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, running_detectors())
+            self._stop.wait(0.5)
+
+    def __enter__(self) -> PeakReplicas:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def latency_table(url: str, sizes: list[int], runs: int) -> list[str]:
@@ -192,6 +258,121 @@ def concurrency_row(url: str, clients: int, seconds: float) -> str:
     return row
 
 
+def load(
+    url: str, png: bytes, size_m: float, clients: int, seconds: float, method: str | None = None
+) -> tuple[float, float, int]:
+    """`clients` threads posting the same image back to back for `seconds` (after one warm-up request each).
+
+    Returns:
+        (p50 latency s, requests/s, errors).
+    """
+    form = {"method": method} if method else {}
+    latencies: list[float] = []
+    errors = 0
+
+    def one() -> None:
+        nonlocal errors
+        started = time.perf_counter()
+        try:
+            post_detect(url, png, size_m, form=form)
+            latencies.append(time.perf_counter() - started)
+        except httpx.HTTPError:
+            errors += 1
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        list(pool.map(lambda _: one(), range(clients)))  # warm-up
+        latencies.clear()
+        deadline = time.monotonic() + seconds
+
+        def client() -> None:
+            while time.monotonic() < deadline:
+                one()
+
+        started = time.monotonic()
+        list(pool.map(lambda _: client(), range(clients)))
+        elapsed = time.monotonic() - started
+    return (statistics.median(latencies) if latencies else float("nan")), len(latencies) / elapsed, errors
+
+
+def standin_app() -> Any:
+    """The legacy backend's shape: one FastAPI process that decodes and detects in the request (the event loop
+    blocks while it works, as the legacy service's did), answering the same JSON."""
+    app = FastAPI()
+
+    @app.post("/detect-trees")
+    async def detect(
+        image: UploadFile,
+        real_width: float = Form(100),  # noqa: B008
+        real_height: float = Form(100),  # noqa: B008
+        min_diameter: float = Form(3),  # noqa: B008
+        cluster_threshold: float = Form(10),  # noqa: B008
+        method: str = Form(DetectionParams().method),  # noqa: B008
+    ) -> JSONResponse:
+        params = DetectionParams(
+            min_diameter=min_diameter,
+            cluster_threshold=cluster_threshold,
+            real_width=real_width,
+            real_height=real_height,
+            method=method,
+        )
+        result = detect_trees(decode_image(await image.read(), max_pixels=10**9), params)
+        return JSONResponse(result_to_dict(result))
+
+    return app
+
+
+class StandIn:
+    """The stand-in in a uvicorn subprocess (this script with --standin-port), on a free port; stopped on exit."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> StandIn:
+        self.process = subprocess.Popen([sys.executable, __file__, "--standin-port", str(self.port)])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{self.url}/docs", timeout=2)
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise SystemExit("the stand-in did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(30)
+
+
+def side_by_side(url: str, sizes_mp: list[float], clients_list: list[int], seconds: float) -> list[str]:
+    """Rows: method, image, clients, in-process p50, stand-in p50 and req/s, Serve p50 and req/s, ratios.
+
+    The images are synthetic scenes at 0.3 m per pixel (the issue's 200 m tile is 667 x 667 = 0.44 MP).
+    """
+    rows = []
+    with StandIn() as standin:
+        for method in ("legacy", DetectionParams().method):
+            for mp in sizes_mp:
+                side = round((mp * 1e6) ** 0.5)
+                png, size_m = make_scene(side), side * 0.3
+                params = DetectionParams(
+                    min_diameter=2, cluster_threshold=0, real_width=size_m, real_height=size_m, method=method
+                )
+                local = statistics.median(timed(lambda: detect_trees(decode_image(png, max_pixels=10**9), params), 7))  # noqa: B023
+                for clients in clients_list:
+                    a_p50, a_rps, a_err = load(standin.url, png, size_m, clients, seconds, method)
+                    b_p50, b_rps, b_err = load(url, png, size_m, clients, seconds, method)
+                    rows.append(
+                        f"| {method} | {side} x {side} ({side * side / 1e6:.2f} MP) | {clients} | {local * 1e3:.0f} "
+                        f"| {a_p50 * 1e3:.0f} / {a_rps:.1f} | {b_p50 * 1e3:.0f} / {b_rps:.1f} "
+                        f"| {(b_p50 - local) * 1e3:+.0f} | {b_rps / max(a_rps, 1e-9):.2f} | {a_err + b_err} |"
+                    )
+                    print(rows[-1], flush=True)
+    return rows
+
+
 def legacy_scene(width_m: float = 4951, height_m: float = 4886, gsd_m: float = 0.5, seed: int = 3) -> bytes:
     """A PNG of the legacy checklist tile: 4951 x 4886 m at 0.5 m per pixel, about 88,000 crowns 4-12 m wide.
 
@@ -215,15 +396,18 @@ def legacy_scene(width_m: float = 4951, height_m: float = 4886, gsd_m: float = 0
 
 
 def legacy_case(url: str) -> list[str]:
-    """The 88,000-tree tile through POST /jobs (detect-and-generate): stage times, peak memory, model size."""
-    deploy(2)
+    """The 88,000-tree tile through POST /jobs (detect-and-generate), the Detectors autoscaling as serve_config.yaml
+    says: stage times, tiles, starting and largest replica count, peak memory, model size."""
+    deploy(None)
+    time.sleep(2)
+    starting = running_detectors()
     png = legacy_scene()
     print(f"legacy scene: {len(png) / 1e6:.1f} MB PNG", flush=True)
     files = {"image": ("legacy.png", png, "image/png")}
     data = {"real_width": "4951", "real_height": "4886", "kind": "detect-and-generate"}
-    with PeakMemory() as memory:
+    with PeakMemory() as memory, PeakReplicas() as replicas:
         started = time.perf_counter()
-        created = httpx.post(f"{url}/jobs", files=files, data=data, timeout=600)
+        created = httpx.post(f"{url}/jobs", files=files, data=data, timeout=None)
         created.raise_for_status()
         status_url = created.json()["status_url"]
         stage_seen: dict[str, float] = {}
@@ -241,8 +425,9 @@ def legacy_case(url: str) -> list[str]:
     rows = [
         f"| trees detected | {detection['total_trees']:,} "
         f"({detection['image_width']} x {detection['image_height']} px, {detection['tile_count']} tiles) |",
+        f"| Detector replicas: at the start, largest seen | {starting}, {replicas.peak} |",
         f"| decode + split (TileSplitter) | {timings['decode_s']:.1f} s |",
-        f"| detect (Detector x 2) | {timings['detect_s']:.1f} s |",
+        f"| detect (Detectors) | {timings['detect_s']:.1f} s |",
         f"| merge | {timings['merge_s']:.2f} s |",
         f"| 3D model, stored (ModelAssembler) | {total - stage_seen.get('storing', total):.1f} s, "
         f"{model['filesize_mb']:.0f} MB |",
@@ -261,8 +446,19 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--num-cpus", type=int, default=2, help="Ray's logical CPUs")
+    parser.add_argument("--skip-latency", action="store_true", help="no latency and concurrency tables")
+    parser.add_argument("--side-by-side", action="store_true", help="only the stand-in comparison")
+    parser.add_argument("--side-sizes", type=float, nargs="+", default=[0.25, 0.5, 1, 4], help="megapixels")
+    parser.add_argument("--side-clients", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--legacy-case", action="store_true", help="also the 88,000-tree checklist tile")
+    parser.add_argument("--standin-port", type=int, help=argparse.SUPPRESS)  # the stand-in's own process
     args = parser.parse_args()
+    if args.standin_port:
+        import uvicorn
+
+        uvicorn.run(standin_app(), host="127.0.0.1", port=args.standin_port, log_level="warning", access_log=False)
+        return 0
 
     import ray
     from ray import serve
@@ -270,21 +466,32 @@ def main() -> int:
     os.environ.setdefault("GENERATED_MODELS_DIR", "/tmp/tree-detection-bench-models")
     # The legacy checklist tile has ~88,000 trees, above the default MAX_TREES_LIMIT (60,000).
     os.environ.setdefault("MAX_TREES_LIMIT", "100000")
-    start_ray()
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
+    temp = start_ray(args.num_cpus)
     try:
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         url = f"http://127.0.0.1:{port}"
-        print(
-            "| image | detector replicas | (a) treecore, median / p95 s | (b) Serve over HTTP, median / p95 s "
-            "| b/a | tiles |"
-        )
-        print("|---|---|---|---|---|---|")
-        latency_table(url, args.sizes, args.runs)
-        print("\n| concurrent clients (1024 x 1024) | requests/s | p50 s | p95 s | errors |")
-        print("|---|---|---|---|---|")
-        for clients in args.clients:
-            concurrency_row(url, clients, args.seconds)
+        if not args.skip_latency and not args.side_by_side:
+            print(
+                "| image | detector replicas | (a) treecore, median / p95 s | (b) Serve over HTTP, median / p95 s "
+                "| b/a | tiles |"
+            )
+            print("|---|---|---|---|---|---|")
+            latency_table(url, args.sizes, args.runs)
+            print("\n| concurrent clients (1024 x 1024) | requests/s | p50 s | p95 s | errors |")
+            print("|---|---|---|---|---|")
+            for clients in args.clients:
+                concurrency_row(url, clients, args.seconds)
+        if args.side_by_side or not args.skip_latency:
+            deploy(2)
+            time.sleep(2)
+            print(
+                "\n| method | image (0.3 m/px) | clients | in-process p50 ms | stand-in p50 ms / req/s "
+                "| Serve p50 ms / req/s | Serve p50 - in-process, ms | Serve / stand-in req/s | errors |"
+            )
+            print("|---|---|---|---|---|---|---|---|---|")
+            side_by_side(url, args.side_sizes, args.side_clients, args.seconds)
         if args.legacy_case:
             print("\n| legacy checklist tile (4951 x 4886 m, 0.5 m per pixel) | result |")
             print("|---|---|")
@@ -292,6 +499,7 @@ def main() -> int:
     finally:
         serve.shutdown()
         ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
     return 0
 
 

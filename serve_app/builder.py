@@ -11,6 +11,7 @@ from ray.serve.deployment import Deployment
 from serve_app.deployments import Detector, Ingress, ModelAssembler, TileSplitter
 from serve_app.serve_stages import StageOptions
 from serve_app.settings import Settings
+from serve_app.stages import DEFAULT_SHORT_PATH_MEGAPIXELS, DEFAULT_TILE_MEGAPIXELS, TilePolicy
 from treecore.basemodels import DEFAULT_MODELS_DIR
 
 
@@ -19,8 +20,20 @@ class AppArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tiles_per_replica: int = Field(1, ge=1, le=16, description="tiles per running Detector replica")
-    min_tile_pixels: int = Field(1_000_000, ge=1, description="the smallest worthwhile tile, pixels")
+    tile_megapixels: float = Field(
+        DEFAULT_TILE_MEGAPIXELS,
+        gt=0,
+        le=1000,
+        description="target tile size, megapixels: a large image is cut into tiles of about this size (and at "
+        "least one per running Detector replica); it bounds a Detector's memory",
+    )
+    short_path_megapixels: float = Field(
+        DEFAULT_SHORT_PATH_MEGAPIXELS,
+        ge=0,
+        le=1000,
+        description="largest image, megapixels, sent whole to one Detector in one call (capped at tile_megapixels; "
+        "0: every image goes through the TileSplitter)",
+    )
     detector_attempts: int = Field(3, ge=1, le=10, description="tries per call when a replica dies")
     assembler_threads: int = Field(2, ge=1, le=64, description="threads formatting OBJ parts")
     trees_per_part: int = Field(0, ge=0, description="trees per OBJ part (0: treecore's default)")
@@ -52,11 +65,12 @@ def bind_graph(
         return named.options(**options[named.name]) if named.name in options else named
 
     splitter = with_options(TileSplitter).bind(settings)
-    detector = with_options(Detector).bind()
+    detector = with_options(Detector).bind(settings)
     assembler = with_options(ModelAssembler).bind(
         settings, app_args.models_dir, app_args.assembler_threads, app_args.trees_per_part
     )
-    stage_options = StageOptions(app_args.tiles_per_replica, app_args.min_tile_pixels, app_args.detector_attempts)
+    policy = TilePolicy.from_megapixels(app_args.tile_megapixels, app_args.short_path_megapixels)
+    stage_options = StageOptions(policy, app_args.detector_attempts)
     return with_options(Ingress).bind(settings, splitter, detector, assembler, stage_options, app_args.models_dir)
 
 

@@ -26,7 +26,7 @@ from serve_app.formats import InlineModel, ModelFormat
 from serve_app.metrics import RayMetrics
 from serve_app.serve_stages import ServeCatalogView, ServeStages, StageOptions
 from serve_app.settings import Settings
-from serve_app.stages import SplitPlan, split_image
+from serve_app.stages import SplitPlan, WholeImage, detect_whole_image, split_image
 from serve_app.storage import AzureModelStore, StoredModel, blob_models, make_store
 from treecore.detect import detect_tile
 from treecore.types import DetectionParams, Tile, Tree
@@ -110,7 +110,31 @@ class TileSplitter:
 
 @serve.deployment
 class Detector:
-    """Detects the trees one tile owns, reading its window of the shared image (read-only, zero-copy)."""
+    """Detects the trees of a small image sent whole (the short path), or those one tile owns, reading its window
+    of the shared image (read-only, zero-copy)."""
+
+    def __init__(self, settings: Settings) -> None:
+        """A detector.
+
+        Args:
+            settings: the process settings (the pixel limit, checked before a short-path decode).
+        """
+        self.max_image_pixels = settings.max_image_pixels
+
+    def detect_whole(self, data: bytes, params: DetectionParams) -> WholeImage:
+        """The short path: decode a small upload (pixel limit checked from its header) and detect it as one tile.
+
+        Args:
+            data: the uploaded file's bytes.
+            params: detection parameters.
+
+        Returns:
+            Its shape, the trees (full-image coordinates, id 0, not merged) and the seconds taken.
+        """
+        try:
+            return detect_whole_image(data, params, max_pixels=self.max_image_pixels)
+        finally:
+            release_free_memory()
 
     def detect(self, image_ref: list[Any], tile: Tile, params: DetectionParams) -> list[Tree]:
         """One tile.

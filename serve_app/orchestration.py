@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from serve_app.admission import MemoryBudget, admitted, detect_need, generate_need
-from serve_app.bounds import check_trees
+from serve_app.bounds import check_tree_columns
 from serve_app.formats import InlineModel, ModelFormat
 from serve_app.metrics import Metrics
 from serve_app.progress import Progress
 from serve_app.settings import Settings
-from serve_app.stages import SplitPlan, Stages
+from serve_app.stages import SHORT_PATH, SplitPlan, Stages
 from serve_app.storage import Download, StoredModel, make_store
 from treecore.basemodels import check_model_name
 from treecore.detect import metres_per_pixel
@@ -27,7 +27,7 @@ from treecore.errors import InvalidImageError
 from treecore.imageio import check_image_size
 from treecore.merge import merge_trees
 from treecore.report import result_to_dict
-from treecore.treesio import parse_trees
+from treecore.treesio import parse_tree_columns
 from treecore.types import DetectionParams, DetectionResult, Tile, Tree
 
 
@@ -44,6 +44,10 @@ def model_name(n_trees: int, now: float | None = None) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
     return f"trees_{n_trees}_{stamp}_{os.urandom(3).hex()}"
 
+
+#: What a detection path gives the merge: the image's shape (H, W, 3), the trees of each tile, the decode time
+#: (seconds) and the tile count.
+_Detected = tuple[tuple[int, ...], list[list[Tree]], float, int]
 
 #: One stored file of a scene, as the HTTP layer sees it (serve_app.api imports nothing of serve_app.storage).
 StoredFile = StoredModel
@@ -115,7 +119,8 @@ class Flows:
     async def detect(
         self, data: bytes, params: DetectionParams, progress: Progress, *, warnings: list[str] | None = None
     ) -> dict[str, Any]:
-        """Detect trees: split once, every tile in parallel, then one global merge.
+        """Detect trees: a small image in one Detector call (the short path), a large one split once, every tile
+        in parallel; then one global merge.
 
         Args:
             data: the uploaded image's bytes.
@@ -128,15 +133,13 @@ class Flows:
         """
         started = time.perf_counter()
         progress.stage = "decoding"
-        # The header gives the size (no limit here: check_image and the splitter check it) for the tile count.
+        # The header gives the size (no limit here: check_image and the detector or splitter check it).
         width, height = check_image_size(data, max_pixels=2**62)
-        plan = await self._split(data, params, await self.stages.tile_target((height, width, 3)))
-        split_done = time.perf_counter()
-        progress.stage, progress.tiles_total = "detecting", len(plan.tiles)
-        try:
-            per_tile = await asyncio.gather(*(self._tile(plan, tile, params, progress) for tile in plan.tiles))
-        finally:
-            await self.stages.release(plan)
+        n_tiles = await self.stages.tile_target((height, width, 3))
+        if n_tiles == SHORT_PATH:
+            shape, per_tile, decode_s, tile_count = await self._detect_whole(data, params, progress)
+        else:
+            shape, per_tile, decode_s, tile_count = await self._detect_tiles(data, params, progress, n_tiles)
         detected = time.perf_counter()
         progress.stage = "merging"
         trees = merge_trees(
@@ -148,15 +151,34 @@ class Flows:
         merged = time.perf_counter()
         progress.trees_so_far = len(trees)
         timings = {
-            "decode_s": split_done - started,
-            "detect_s": detected - split_done,
+            "decode_s": decode_s,
+            "detect_s": detected - started - decode_s,
             "merge_s": merged - detected,
             "total_s": merged - started,
         }
         for stage, seconds in timings.items():
             self.metrics.stage(stage.removesuffix("_s"), seconds)
-        self.metrics.detected(len(plan.tiles), len(trees))
-        return result_to_dict(_result(plan, params, trees, timings), warnings=warnings or ())
+        self.metrics.detected(tile_count, len(trees))
+        return result_to_dict(_result(shape, tile_count, params, trees, timings), warnings=warnings or ())
+
+    async def _detect_whole(self, data: bytes, params: DetectionParams, progress: Progress) -> _Detected:
+        """The short path: one Detector call decodes and detects the whole image (one tile)."""
+        progress.stage, progress.tiles_total = "detecting", 1
+        whole = await self.stages.detect_whole(data, params)
+        progress.tiles_done, progress.trees_so_far = 1, len(whole.trees)
+        return whole.shape, [whole.trees], whole.decode_s, 1
+
+    async def _detect_tiles(self, data: bytes, params: DetectionParams, progress: Progress, n_tiles: int) -> _Detected:
+        """The split path: decode once in the splitter, then every tile in parallel on the Detectors."""
+        started = time.perf_counter()
+        plan = await self._split(data, params, n_tiles)
+        decode_s = time.perf_counter() - started
+        progress.stage, progress.tiles_total = "detecting", len(plan.tiles)
+        try:
+            per_tile = await asyncio.gather(*(self._tile(plan, tile, params, progress) for tile in plan.tiles))
+        finally:
+            await self.stages.release(plan)
+        return plan.shape, per_tile, decode_s, len(plan.tiles)
 
     async def _split(self, data: bytes, params: DetectionParams, n_tiles: int) -> SplitPlan:
         """The split stage; when the request is cancelled meanwhile (DELETE /jobs/{id}), the split goes on in
@@ -200,7 +222,7 @@ class Flows:
         Raises:
             InvalidTreesError, TooManyTreesError, UnknownModelError: the input (4xx).
         """
-        trees = check_trees(parse_trees(payload, max_trees=self.settings.max_trees_limit))
+        trees = check_tree_columns(parse_tree_columns(payload, max_trees=self.settings.max_trees_limit)).trees()
         base = check_model_name(base_model)
         store = store or (fmt != "glb" and len(trees) > self.settings.large_model_threshold)
         progress.stage = "storing" if store else "generating"
@@ -222,13 +244,15 @@ class Flows:
         return why + "download it from download_url before it expires."
 
 
-def _result(plan: SplitPlan, params: DetectionParams, trees: list[Tree], timings: dict[str, float]) -> DetectionResult:
+def _result(
+    shape: tuple[int, ...], tile_count: int, params: DetectionParams, trees: list[Tree], timings: dict[str, float]
+) -> DetectionResult:
     return DetectionResult(
         trees=tuple(trees),
-        width=int(plan.shape[1]),
-        height=int(plan.shape[0]),
-        metres_per_pixel=metres_per_pixel(params, plan.shape),
+        width=int(shape[1]),
+        height=int(shape[0]),
+        metres_per_pixel=metres_per_pixel(params, shape),
         params=params,
-        tile_count=len(plan.tiles),
+        tile_count=tile_count,
         timings_s=timings,
     )

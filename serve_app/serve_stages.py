@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,7 +18,7 @@ from serve_app.catalog import TreeModelEntry
 from serve_app.errors import ServiceUnavailableError
 from serve_app.formats import InlineModel, ModelFormat
 from serve_app.metrics import Metrics
-from serve_app.stages import SplitPlan, tile_count_for
+from serve_app.stages import SplitPlan, TilePolicy, WholeImage
 from serve_app.storage import StoredModel
 from treecore.types import DetectionParams, Tile, Tree
 
@@ -92,13 +92,55 @@ async def call_with_retries(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+#: How often the Ingress asks the controller for the running Detector replicas, seconds (in a background thread,
+#: never on a request's path). `serve.status()` is not cheap: asked every 2 s it took 15% of the Ingress's CPU
+#: under load (py-spy, benchmarks/README.md); a count 10 s old only delays when a new replica gets tiles.
+REPLICA_REFRESH_S = 10.0
+
+
 @dataclass(frozen=True)
 class StageOptions:
     """How the ingress drives the stages (from serve_config.yaml `args`)."""
 
-    tiles_per_replica: int  # tiles per running Detector replica
-    min_tile_pixels: int  # the smallest worthwhile tile, pixels
+    policy: TilePolicy  # tile size and short-path threshold
     attempts: int  # tries per call when a replica dies
+
+
+class ReplicaCount:
+    """The running Detector replicas, as last read from `serve.status()` by a daemon thread (every
+    REPLICA_REFRESH_S seconds, started on first use); 1 until the first answer, and for good outside Serve."""
+
+    def __init__(self, deployment: str = "Detector") -> None:
+        """A count of `deployment`'s running replicas in this replica's application."""
+        self.deployment, self.value = deployment, 1
+        self._started = False
+        self._lock = threading.Lock()
+
+    def get(self) -> int:
+        """The last count read (never blocks; starts the reader on first use)."""
+        if not self._started:
+            with self._lock:
+                if not self._started:
+                    self._started = True
+                    threading.Thread(target=self._run, name="detector-replicas", daemon=True).start()
+        return self.value
+
+    def _run(self) -> None:
+        try:
+            app = serve.get_replica_context().app_name
+        except Exception:  # not in a Serve replica (tests of the classes): one replica
+            return
+        warned = False
+        while True:
+            try:
+                deployments = serve.status().applications[app].deployments
+                states: dict[Any, int] = dict(deployments[self.deployment].replica_states)
+                self.value = max(1, int(states.get("RUNNING", 1)))
+            except Exception as exc:  # the tile count is an optimisation: never fail over it
+                if not warned:
+                    logger.warning("could not read the %s replica count: %s", self.deployment, exc)
+                warned = True
+            threading.Event().wait(REPLICA_REFRESH_S)
 
 
 class _Calls:
@@ -131,35 +173,28 @@ class ServeStages:
             splitter: TileSplitter handle.
             detector: Detector handle.
             assembler: ModelAssembler handle.
-            options: tiles per replica, smallest tile, tries.
+            options: tile policy, tries.
             metrics: retries are counted here.
         """
         self.splitter, self.detector, self.assembler = splitter, detector, assembler
-        self.tiles_per_replica, self.min_tile_pixels = options.tiles_per_replica, options.min_tile_pixels
+        self.policy = options.policy
         self._calls = _Calls(options.attempts, metrics)
-        self._replicas, self._replicas_at = 1, 0.0
+        self.replicas = ReplicaCount()
 
     async def detector_replicas(self) -> int:
-        """Running Detector replicas (asked of the controller at most every 5 s)."""
-        if time.monotonic() - self._replicas_at > 5:
-            try:
-                app = serve.get_replica_context().app_name
-                status = await asyncio.to_thread(serve.status)
-                replicas: dict[Any, int] = dict(status.applications[app].deployments["Detector"].replica_states)
-                self._replicas = max(1, int(replicas.get("RUNNING", 1)))
-            except Exception as exc:  # the tile count is an optimisation: never fail a request over it
-                logger.warning("could not read the Detector replica count: %s", exc)
-            self._replicas_at = time.monotonic()
-        return self._replicas
+        """Running Detector replicas (the background reader's last answer; 1 outside Serve)."""
+        return self.replicas.get()
 
     async def tile_target(self, shape: tuple[int, ...]) -> int:
-        """Tiles for this image: tiles_per_replica per running Detector, none below min_tile_pixels."""
-        return tile_count_for(
-            shape,
-            await self.detector_replicas(),
-            tiles_per_replica=self.tiles_per_replica,
-            min_tile_pixels=self.min_tile_pixels,
+        """SHORT_PATH for a small image, else one tile per tile_megapixels, at least one per running Detector."""
+        return self.policy.tile_count(shape, self.replicas.get())
+
+    async def detect_whole(self, data: bytes, params: DetectionParams) -> WholeImage:
+        """Detector.detect_whole: the short path, bytes in, trees out, retried on another replica if this one dies."""
+        whole: WholeImage = await self._calls.call(
+            "detect", "detecting the image", lambda: self.detector.detect_whole.remote(data, params)
         )
+        return whole
 
     async def split(self, data: bytes, params: DetectionParams, n_tiles: int) -> SplitPlan:
         """TileSplitter.split."""
@@ -195,9 +230,9 @@ class ServeStages:
         return {
             "mode": "ray-serve",
             "deployments": ["Ingress", "TileSplitter", "Detector", "ModelAssembler"],
-            "detector_replicas": self._replicas,
-            "tiles_per_replica": self.tiles_per_replica,
-            "min_tile_pixels": self.min_tile_pixels,
+            "detector_replicas": self.replicas.value,
+            "tile_megapixels": self.policy.tile_pixels / 1e6,
+            "short_path_megapixels": self.policy.short_path_pixels / 1e6,
         }
 
 

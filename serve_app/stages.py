@@ -1,7 +1,8 @@
 """The pipeline's stages as one protocol, the work of the splitting stage, and the stages in one process.
 
-`Stages` is what the orchestration calls: `tile_target` and `split` (decode once, plan tiles), `detect_tile`
-(one window), `release`, `build_model` (scene parts, then storage). `ServeStages` (serve_app.serve_stages)
+`Stages` is what the orchestration calls: `tile_target` (the short path, or how many tiles), `detect_whole` (a
+small image in one call: decode and detect), `split` (decode once, plan tiles), `detect_tile` (one window),
+`release`, `build_model` (scene parts, then storage). `ServeStages` (serve_app.serve_stages)
 calls the deployments; `LocalStages` here runs the same work in this process, for the API tests and for
 debugging. The base-model catalogue is not a stage: see serve_app.catalog.
 """
@@ -9,6 +10,7 @@ debugging. The base-model catalogue is not a stage: see serve_app.catalog.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,24 +41,96 @@ class SplitPlan:
     decode_s: float
 
 
-def tile_count_for(shape: tuple[int, ...], replicas: int, *, tiles_per_replica: int, min_tile_pixels: int) -> int:
-    """How many tiles to cut: a few per detector replica, but never tiles smaller than `min_tile_pixels`.
+#: `tile_target`'s answer for an image that takes the short path: one Detector call, bytes in, trees out.
+SHORT_PATH = 0
 
-    A Ray call costs milliseconds, so a small image stays one tile and a large one gets as many tiles
-    as there are replicas to work on them (times `tiles_per_replica`, so a finished replica picks up
-    another tile instead of idling behind a slow one).
+
+#: Default target tile size, megapixels (serve_config.yaml `tile_megapixels`; benchmarks/README.md has the
+#: measurements behind it).
+DEFAULT_TILE_MEGAPIXELS = 4.0
+#: Default largest image sent whole to one Detector, megapixels (`short_path_megapixels`).
+DEFAULT_SHORT_PATH_MEGAPIXELS = 2.0
+
+
+@dataclass(frozen=True)
+class TilePolicy:
+    """How images are cut (serve_config.yaml `args` tile_megapixels and short_path_megapixels, in pixels here).
+
+    An image of at most `short_path_pixels` (capped at `tile_pixels`: a Detector never holds more than one
+    tile's worth of pixels) goes to one Detector in one call; a larger one is cut into tiles of about
+    `tile_pixels` each, and into at least as many tiles as there are running Detector replicas.
+    """
+
+    tile_pixels: int = round(DEFAULT_TILE_MEGAPIXELS * 1e6)  # target tile core size, pixels
+    short_path_pixels: int = round(DEFAULT_SHORT_PATH_MEGAPIXELS * 1e6)  # largest image sent whole, pixels
+
+    @classmethod
+    def from_megapixels(cls, tile_megapixels: float, short_path_megapixels: float) -> TilePolicy:
+        """A policy from the args in megapixels (10^6 pixels)."""
+        return cls(max(1, round(tile_megapixels * 1e6)), max(0, round(short_path_megapixels * 1e6)))
+
+    def tile_count(self, shape: tuple[int, ...], replicas: int) -> int:
+        """SHORT_PATH for a small image, else the tile count (see tile_count_for)."""
+        return tile_count_for(shape, replicas, tile_pixels=self.tile_pixels, short_path_pixels=self.short_path_pixels)
+
+
+def tile_count_for(shape: tuple[int, ...], replicas: int, *, tile_pixels: int, short_path_pixels: int) -> int:
+    """How to cut an image: SHORT_PATH (whole, in one Detector call) when it is small, else how many tiles.
+
+    A Ray call costs milliseconds, so an image of at most `short_path_pixels` (and at most `tile_pixels`)
+    is not cut at all. A larger one gets one tile per `tile_pixels` (rounded up), and at least one per
+    running replica, so every replica has work; tiles beyond the replicas queue at the Detectors, which is
+    what Serve's autoscaler sees. The count is rounded up to a grid of near-square tiles (rows x cols).
 
     Args:
         shape: (H, W, ...) of the image.
         replicas: running Detector replicas (at least 1 is assumed).
-        tiles_per_replica: tiles per replica.
-        min_tile_pixels: the smallest worthwhile tile, pixels.
+        tile_pixels: target tile core size, pixels.
+        short_path_pixels: largest image sent whole, pixels.
 
     Returns:
-        The tile count, at least 1.
+        SHORT_PATH (0), or the tile count (at least 1; at most the image's pixel count).
     """
-    by_size = max(1, (int(shape[0]) * int(shape[1])) // max(1, min_tile_pixels))
-    return max(1, min(max(1, replicas) * max(1, tiles_per_replica), by_size))
+    height, width = max(1, int(shape[0])), max(1, int(shape[1]))
+    pixels = height * width
+    if pixels <= min(short_path_pixels, tile_pixels):
+        return SHORT_PATH
+    wanted = min(pixels, max(max(1, replicas), math.ceil(pixels / max(1, tile_pixels))))
+    rows = min(height, max(1, round(math.sqrt(wanted * height / width))))
+    return rows * min(width, math.ceil(wanted / rows))
+
+
+@dataclass(frozen=True)
+class WholeImage:
+    """What a Detector found on a whole small image (the short path): its shape, its trees, and the time taken.
+
+    `shape` is (H, W, 3); `trees` are owned by the one tile that is the whole image (full-image coordinates,
+    id 0, not yet merged); `decode_s` and `detect_s` are seconds in the Detector.
+    """
+
+    shape: tuple[int, ...]
+    trees: list[Tree]
+    decode_s: float
+    detect_s: float
+
+
+def detect_whole_image(data: bytes, params: DetectionParams, *, max_pixels: int) -> WholeImage:
+    """Decode an upload and detect its trees as one tile (the short path's work, in a Detector or in one process).
+
+    Args:
+        data: the uploaded file's bytes.
+        params: detection parameters.
+        max_pixels: pixel limit, checked from the header before decoding.
+
+    Returns:
+        The WholeImage (trees not yet merged: the orchestration merges, as for tiles).
+    """
+    started = time.perf_counter()
+    image = decode_image(data, max_pixels=max_pixels)
+    decoded = time.perf_counter()
+    (tile,) = plan_tiles(image.shape, halo=0, n_tiles=1)
+    trees = detect_tile(image, tile, params)
+    return WholeImage(image.shape, trees, decoded - started, time.perf_counter() - decoded)
 
 
 def split_image(
@@ -82,7 +156,12 @@ class Stages(Protocol):
     """The pipeline's stages, however they run."""
 
     async def tile_target(self, shape: tuple[int, ...]) -> int:
-        """Tiles to cut an image of this shape into (from the detector replicas running now)."""
+        """SHORT_PATH (0) for an image sent whole to one detector, else tiles to cut it into (from the detector
+        replicas running now)."""
+        ...
+
+    async def detect_whole(self, data: bytes, params: DetectionParams) -> WholeImage:
+        """The short path: decode, check limits and detect a small image in one call."""
         ...
 
     async def split(self, data: bytes, params: DetectionParams, n_tiles: int) -> SplitPlan:
@@ -117,8 +196,7 @@ class LocalStages:
         *,
         max_pixels: int,
         workers: int = 2,
-        tiles_per_replica: int = 1,
-        min_tile_pixels: int = 1_000_000,
+        policy: TilePolicy = TilePolicy(),
     ) -> None:
         """Stages for one process.
 
@@ -126,20 +204,20 @@ class LocalStages:
             builder: makes and stores scenes.
             max_pixels: the image pixel limit.
             workers: stand-in for the number of detector replicas.
-            tiles_per_replica: tiles per worker.
-            min_tile_pixels: the smallest worthwhile tile, pixels.
+            policy: tile size and short-path threshold.
         """
         self.builder = builder
         self.max_pixels = max_pixels
         self.workers = workers
-        self.tiles_per_replica = tiles_per_replica
-        self.min_tile_pixels = min_tile_pixels
+        self.policy = policy
 
     async def tile_target(self, shape: tuple[int, ...]) -> int:
-        """Tiles for this image with `workers` stand-in replicas."""
-        return tile_count_for(
-            shape, self.workers, tiles_per_replica=self.tiles_per_replica, min_tile_pixels=self.min_tile_pixels
-        )
+        """SHORT_PATH or the tiles for this image, with `workers` stand-in replicas."""
+        return self.policy.tile_count(shape, self.workers)
+
+    async def detect_whole(self, data: bytes, params: DetectionParams) -> WholeImage:
+        """The short path in a worker thread."""
+        return await asyncio.to_thread(detect_whole_image, data, params, max_pixels=self.max_pixels)
 
     async def split(self, data: bytes, params: DetectionParams, n_tiles: int) -> SplitPlan:
         """Decode and plan in a worker thread."""
@@ -162,4 +240,10 @@ class LocalStages:
 
     def describe(self) -> dict[str, Any]:
         """In-process stages."""
-        return {"mode": "in-process", "workers": self.workers, "storage": self.builder.store.describe()}
+        return {
+            "mode": "in-process",
+            "workers": self.workers,
+            "tile_megapixels": self.policy.tile_pixels / 1e6,
+            "short_path_megapixels": self.policy.short_path_pixels / 1e6,
+            "storage": self.builder.store.describe(),
+        }

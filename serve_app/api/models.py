@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 
@@ -27,6 +28,24 @@ from treecore.errors import InvalidTreesError, UnknownModelError
 from treecore.report import TREE_FIELDS
 
 router = APIRouter(tags=["3d"])
+
+
+def parse_json_body(body: bytes) -> Any:
+    """A JSON body, decoded by orjson (about twice as fast as the standard decoder on a 60,000-tree list); one
+    it refuses (NaN or Infinity, which the standard decoder accepts, and the tree checks then name) is decoded
+    again by the standard decoder, so the answer stays what it was.
+
+    Raises:
+        InvalidTreesError: not JSON.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidTreesError(f"the body is not valid JSON: {exc}") from None
 
 
 def _base_model(query: str | None, payload: Any) -> str:
@@ -91,10 +110,7 @@ async def generate_model(
     ] = None,
 ) -> Response:
     """One 3D scene from a /detect-trees response (JSON body; its other fields ignored), or a bare tree list."""
-    try:
-        payload = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidTreesError(f"the body is not valid JSON: {exc}") from None
+    payload = parse_json_body(await request.body())
     fmt = model_format(format, payload)
     built = await service.flows.generate(payload, _base_model(base_model, payload), Progress(), fmt=fmt)
     return model_response(request, built, body_warnings(request, payload))

@@ -23,7 +23,7 @@ from serve_app.api import create_app
 from serve_app.assembly import ModelBuilder
 from serve_app.catalog import LocalCatalogView
 from serve_app.settings import Settings
-from serve_app.stages import LocalStages
+from serve_app.stages import LocalStages, TilePolicy
 from serve_app.storage import LocalModelStore
 from tests.serve_app.azurite import Azurite
 
@@ -49,6 +49,11 @@ def scene_png() -> bytes:
     return make_scene(1024)
 
 
+#: The in-process app's tiles: a 1 Mpx scene is cut in two (one tile per stand-in replica), 0.25 Mpx and less
+#: takes the short path.
+LOCAL_POLICY = TilePolicy(tile_pixels=1_000_000, short_path_pixels=250_000)
+
+
 def local_app(settings: Settings, stages: LocalStages) -> FastAPI:
     """create_app over in-process stages and their builder's catalogue."""
     catalog = stages.builder.catalog
@@ -61,7 +66,7 @@ def local_client(tmp_path: Path, **overrides: Any) -> TestClient:
     models.mkdir(exist_ok=True)
     settings = Settings(generated_models_dir=models, **overrides)
     builder = ModelBuilder(LocalModelStore(models, "/download"), workers=2)
-    stages = LocalStages(builder, max_pixels=settings.max_image_pixels, workers=2, min_tile_pixels=200_000)
+    stages = LocalStages(builder, max_pixels=settings.max_image_pixels, workers=2, policy=LOCAL_POLICY)
     return TestClient(local_app(settings, stages))
 
 
@@ -78,6 +83,14 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
+
+#: The test Serve app's args: tiles of 1.2 Mpx (so a 1500 x 1500 image is cut in two whatever the replica
+#: count), images up to 0.5 Mpx whole in one Detector call (the short path).
+SERVE_ARGS_KW: dict[str, Any] = {"tile_megapixels": 1.2, "short_path_megapixels": 0.5, "detector_attempts": 3}
+
+
+#: Tiles a test Detector replica takes at once (Serve runs them in its thread pool).
+DETECTOR_MAX_ONGOING = 4
 
 #: Size of the Ray started for the tests: this machine has 2 cores.
 RAY_CPUS = 2
@@ -130,7 +143,8 @@ def serve_url(serve_env: dict[str, str], cross_origin: str) -> Iterator[str]:
     """One real local Ray Serve for the session: the app at /, the same app with API_KEY at /secured.
 
     Ray gets 2 CPUs and a 1 GB object store; Detector replicas take half a CPU each so both apps fit, and
-    take one call at a time, so the two tiles of an image are always on different replicas.
+    take up to DETECTOR_MAX_ONGOING tiles each, so a replica killed while a large image is detected surely holds
+    some of its tiles.
     Shut down (Serve, then Ray) at the end of the session.
     """
     import ray
@@ -155,14 +169,14 @@ def serve_url(serve_env: dict[str, str], cross_origin: str) -> Iterator[str]:
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        args = AppArgs(min_tile_pixels=250_000, detector_attempts=3)
+        args = AppArgs(**SERVE_ARGS_KW)
         half_cpu = {"ray_actor_options": {"num_cpus": 0.5}}
         no_cpu = {"ray_actor_options": {"num_cpus": 0}}
         options = {
             "Ingress": no_cpu,
             "TileSplitter": no_cpu,
             "ModelAssembler": no_cpu,
-            "Detector": {"num_replicas": 2, "max_ongoing_requests": 1, **half_cpu},
+            "Detector": {"num_replicas": 2, "max_ongoing_requests": DETECTOR_MAX_ONGOING, **half_cpu},
         }
         serve.run(bind_graph(args, options=options), name="tree-detection", route_prefix="/")
         secured = {**options, "Detector": {"num_replicas": 1, **half_cpu}}

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import serve_app.deployments as deployments
 from scripts.make_sample import make_scene
@@ -22,11 +24,14 @@ from serve_app.builder import AppArgs, bind_graph, build_app
 from serve_app.metrics import Metrics
 from serve_app.serve_stages import ServeCatalogView, ServeStages, StageOptions
 from serve_app.settings import Settings
-from tests.serve_app.conftest import LEGACY_FORM, wait_job
+from serve_app.stages import SHORT_PATH, TilePolicy, tile_count_for
+from tests.serve_app.conftest import LEGACY_FORM
 from treecore.basemodels import DEFAULT_MODELS_DIR
 from treecore.detect import detect_trees
+from treecore.errors import ImageTooLargeError, InvalidImageError
 from treecore.imageio import decode_image
 from treecore.report import result_to_dict
+from treecore.tiles import plan_tiles
 from treecore.types import DetectionParams
 
 
@@ -88,11 +93,12 @@ def object_store(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 def serve_client(tmp_path: Path, object_store: dict[str, Any]) -> Any:
     settings = Settings(generated_models_dir=tmp_path, large_model_threshold=50, max_trees_limit=500)
     splitter = deployments.TileSplitter.func_or_class(settings)
-    detector = deployments.Detector.func_or_class()
+    detector = deployments.Detector.func_or_class(settings)
     assembler = deployments.ModelAssembler.func_or_class(settings, str(DEFAULT_MODELS_DIR), 2, 0)
     handles = FakeHandle(splitter), FakeHandle(detector), FakeHandle(assembler)
     metrics = Metrics()
-    stages = ServeStages(*handles, StageOptions(tiles_per_replica=2, min_tile_pixels=100_000, attempts=2), metrics)
+    policy = TilePolicy(tile_pixels=250_000, short_path_pixels=100_000)
+    stages = ServeStages(*handles, StageOptions(policy, attempts=2), metrics)
     catalog = ServeCatalogView(handles[2], 2, metrics)
     with TestClient(create_app(settings, stages, catalog, metrics=metrics)) as client:
         yield client, splitter
@@ -106,32 +112,72 @@ def test_detection_through_the_deployment_classes_equals_treecore(serve_client: 
     body = response.json()
     params = DetectionParams(min_diameter=2, cluster_threshold=0, real_width=102.4, real_height=102.4)
     expected = result_to_dict(detect_trees(decode_image(png, max_pixels=10**8), params))
-    assert body["trees"] == expected["trees"] and body["tile_count"] == 2  # 2 per replica, 1 replica outside Serve
+    assert body["trees"] == expected["trees"] and body["tile_count"] == 2  # 0.49 Mpx in tiles of 0.25 Mpx
     assert splitter.held() == 0  # released after the detection
-    info = client.get("/").json()
-    assert info["pipeline"]["mode"] == "ray-serve" and info["pipeline"]["detector_replicas"] == 1
 
 
-def test_models_and_catalogue_through_the_assembler_class(serve_client: Any) -> None:
-    client, _ = serve_client
-    trees = [{"x": 3.0 * i, "y": 1.0, "diameter": 2.0} for i in range(60)]
-    inline = client.post("/generate-model", json={"trees": trees[:5]})
-    assert inline.status_code == 200 and inline.content.count(b"\no tree_") == 5
-    stored = client.post("/generate-model?format=zip", json={"trees": trees}).json()
-    assert client.get(stored["download_url"]).content[:2] == b"PK"
-    names = [m["name"] for m in client.get("/tree-models").json()["models"]]
-    assert "tree_lowpoly" in names
-    assert client.get("/tree-models/nope.mtl").status_code == 404  # asked of the assembler: not packaged
-    assert client.get("/tree-models/tree_lowpoly.mtl").status_code == 200  # packaged: from disk
+def test_a_small_image_takes_the_short_path(serve_client: Any, object_store: dict[str, Any]) -> None:
+    client, splitter = serve_client
+    png = make_scene(300, seed=8)
+    form = {**LEGACY_FORM, "real_width": "30", "real_height": "30"}
+    response = client.post("/detect-trees", files={"image": ("t.png", png, "image/png")}, data=form)
+    assert response.status_code == 200, response.text
+    params = DetectionParams(min_diameter=2, cluster_threshold=0, real_width=30, real_height=30)
+    expected = result_to_dict(detect_trees(decode_image(png, max_pixels=10**8), params))
+    body = response.json()
+    assert body["trees"] == expected["trees"] and body["total_trees"] > 0 and body["tile_count"] == 1
+    assert object_store == {}  # one Detector call with the bytes: no split, nothing put into the object store
+    bomb = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + (1 << 20).to_bytes(4, "big") * 2 + b"\x08\x02\x00\x00\x00"
+    detector = deployments.Detector.func_or_class(Settings(max_image_pixels=100))
+    with pytest.raises(ImageTooLargeError):
+        detector.detect_whole(png, params)  # the Detector checks the pixel limit itself
+    with pytest.raises(InvalidImageError):
+        detector.detect_whole(bomb[:20], params)
 
 
-def test_a_job_through_the_deployment_classes(serve_client: Any) -> None:
-    client, _ = serve_client
-    form = {**LEGACY_FORM, "kind": "detect-and-generate"}
-    created = client.post("/jobs", files={"image": ("t.png", make_scene(300), "image/png")}, data=form)
-    job = wait_job(created.json()["status_url"], 60, client=client)
-    assert job["state"] == "succeeded", job
-    assert job["result"]["model"]["total_trees"] == job["result"]["detection"]["total_trees"]
+@pytest.mark.parametrize(
+    ("shape", "replicas", "tile_px", "expected"),
+    [
+        ((500, 500), 1, 1_000_000, SHORT_PATH),  # 0.25 Mpx: whole, in one Detector call
+        ((500, 501), 1, 1_000_000, 1),  # just above the short path, below a tile: one tile
+        ((500, 501), 2, 1_000_000, 2),  # ...but at least one tile per running replica
+        ((500, 501), 3, 1_000_000, 4),  # rounded up to a grid (2 x 2)
+        ((4000, 4000), 2, 1_000_000, 16),  # by size: 16 Mpx in 1 Mpx tiles, more than the replicas (they queue)
+        ((4000, 4000), 32, 1_000_000, 36),  # 32 replicas: 6 x 6
+        ((400, 400), 1, 100_000, 2),  # the short path is capped at the tile size
+        ((1, 1_000_000), 4, 1_000_000, 4),  # a one-pixel strip: four tiles in a row
+    ],
+)
+def test_tiles_follow_the_image_size_and_at_least_the_replicas(
+    shape: tuple[int, int], replicas: int, tile_px: int, expected: int
+) -> None:
+    policy = TilePolicy(tile_pixels=tile_px, short_path_pixels=250_000)
+    assert policy.tile_count(shape, replicas) == expected
+    if expected != SHORT_PATH:
+        assert len(plan_tiles(shape, halo=5, n_tiles=expected)) == expected  # the splitter cuts exactly this many
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 20_000),
+    st.integers(1, 20_000),
+    st.integers(1, 64),
+    st.integers(1, 10_000_000),
+    st.integers(0, 10_000_000),
+)
+def test_tile_counts_cover_the_replicas_and_bound_the_tile_size(
+    height: int, width: int, replicas: int, tile_px: int, short_px: int
+) -> None:
+    n = tile_count_for((height, width, 3), replicas, tile_pixels=tile_px, short_path_pixels=short_px)
+    pixels = height * width
+    assert (n == SHORT_PATH) == (pixels <= min(short_px, tile_px))
+    if n != SHORT_PATH:
+        tiles = plan_tiles((height, width), halo=0, n_tiles=n)
+        assert len(tiles) == n  # the splitter cuts exactly this many
+        if height >= n and width >= n:  # not a strip: every replica gets a tile, no tile much over the target
+            assert n >= replicas
+            biggest = max((t.core.x1 - t.core.x0) * (t.core.y1 - t.core.y0) for t in tiles)
+            assert biggest <= 2 * tile_px or biggest <= pixels / n * 2
 
 
 def test_the_splitter_drops_images_nobody_released(
@@ -140,7 +186,7 @@ def test_the_splitter_drops_images_nobody_released(
     splitter = deployments.TileSplitter.func_or_class(Settings())
     plan = splitter.split(make_scene(64), DetectionParams(), 1)
     assert splitter.held() == 1 and plan.image[1] in object_store
-    clock = iter([10_000.0 + deployments.IMAGE_HOLD_S * 2])
+    clock = iter([deployments.time.monotonic() + deployments.IMAGE_HOLD_S * 2])  # from now, not from boot
     monkeypatch.setattr(deployments.time, "monotonic", lambda: next(clock))
     splitter.split(make_scene(64), DetectionParams(), 1)  # the first hold has expired by now
     assert splitter.held() == 1
@@ -155,7 +201,7 @@ def test_release_free_memory_is_safe_to_call() -> None:
 
 def test_build_app_binds_settings_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAX_TREES_LIMIT", "1234")
-    app = build_app({"tiles_per_replica": 2})
+    app = build_app({"tile_megapixels": 2})
     ingress_settings = app._bound_deployment.init_args[0]
     assert isinstance(ingress_settings, Settings) and ingress_settings.max_trees_limit == 1234
     splitter, _, assembler = app._bound_deployment.init_args[1:4]
@@ -163,13 +209,18 @@ def test_build_app_binds_settings_read_once(monkeypatch: pytest.MonkeyPatch) -> 
     assert assembler._bound_deployment.init_args[0] is ingress_settings
     sized = bind_graph(AppArgs(), settings=Settings(), options={"Detector": {"num_replicas": 3}})
     assert sized._bound_deployment.init_args[2]._bound_deployment.num_replicas == 3
+    detector = app._bound_deployment.init_args[2]
+    assert detector._bound_deployment.init_args[0] is ingress_settings  # the Detector checks the pixel limit
+    with pytest.raises(ValueError, match="tile_megapixels"):
+        build_app({"tile_megapixels": 0})
     with pytest.raises(ValueError, match="tiles_per_replica"):
-        build_app({"tiles_per_replica": 0})
+        build_app({"tiles_per_replica": 2})  # replaced by tile_megapixels: refused, not ignored
 
 
 def test_replica_count_falls_back_to_one_outside_serve() -> None:
-    stages = ServeStages(*(FakeHandle(object()),) * 3, StageOptions(1, 1, 1), Metrics())
+    stages = ServeStages(*(FakeHandle(object()),) * 3, StageOptions(TilePolicy(1, 1), 1), Metrics())
     assert asyncio.run(stages.detector_replicas()) == 1
+    assert asyncio.run(stages.detector_replicas()) == 1  # the reader thread found no Serve and stopped
 
 
 def test_ray_metrics_count_like_the_in_memory_ones() -> None:

@@ -65,7 +65,7 @@ def test_legacy_client_gets_every_field_with_its_type(client: TestClient, scene_
         for name, kind in TREE_FIELDS.items():
             assert isinstance(tree[name], (int, float) if kind is float else kind), name
         assert 0 <= tree["x"] <= 102.4 and 0 <= tree["y"] <= 102.4 and 2 <= tree["diameter"] <= 15
-    assert body["tile_count"] == 2  # one tile per stand-in replica (2); 1 Mpx is above 2 x min_tile_pixels
+    assert body["tile_count"] == 2  # 1.05 Mpx: above the short path, one tile per stand-in replica (2)
 
 
 def test_results_equal_treecore_in_one_process(client: TestClient, scene_png: bytes) -> None:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from scripts.make_sample import make_scene
-from tests.serve_app.conftest import API_KEY, LEGACY_FORM, wait_job
+from serve_app.stages import TilePolicy
+from tests.serve_app.conftest import API_KEY, DETECTOR_MAX_ONGOING, LEGACY_FORM, SERVE_ARGS_KW, wait_job
 from treecore.detect import detect_trees
 from treecore.imageio import decode_image
 from treecore.report import result_to_dict
@@ -43,8 +44,9 @@ def test_serve_results_equal_treecore_in_one_process(serve_url: str, size: int, 
     params = DetectionParams(min_diameter=2, cluster_threshold=1.5, real_width=size / 10, real_height=size / 10)
     expected = result_to_dict(detect_trees(decode_image(png, max_pixels=10**8), params))
     assert body["trees"] == expected["trees"] and body["total_trees"] > 10
-    # 250,000 px per tile at least, one tile per replica (2): small images stay whole.
-    assert body["tile_count"] == (1 if size * size < 500_000 else 2)
+    # Up to 0.5 Mpx whole (the short path: one Detector call), else tiles of 1.2 Mpx, at least one per replica (2).
+    policy = TilePolicy.from_megapixels(SERVE_ARGS_KW["tile_megapixels"], SERVE_ARGS_KW["short_path_megapixels"])
+    assert body["tile_count"] == max(1, policy.tile_count((size, size), 2)) == {600: 1, 1500: 2, 2100: 4}[size]
 
 
 def test_images_are_released_after_their_requests(serve_url: str) -> None:
@@ -103,7 +105,7 @@ def test_job_reports_progress_to_completion(serve_url: str) -> None:
     job = wait_job(created.json()["status_url"])
     assert job["state"] == "succeeded", job
     progress = job["progress"]
-    assert progress["tiles_done"] == progress["tiles_total"] == 2
+    assert progress["tiles_done"] == progress["tiles_total"] == 4  # 4 Mpx in tiles of 1.2 Mpx: a 2 x 2 grid
     assert progress["trees_so_far"] == job["result"]["detection"]["total_trees"] > 100
     assert httpx.get(job["result"]["model"]["download_url"], timeout=60).status_code == 200
     assert httpx.get(f"{serve_url}/jobs/unknown").status_code == 404
@@ -139,6 +141,19 @@ def test_api_key_app(serve_url: str) -> None:
     assert files and not leaked, f"the API key appears in {leaked}"
 
 
+def _retries(url: str) -> int:
+    """Calls tried again because their replica went away: ours (GET / totals) and those of Serve's router (its
+    warnings in the main app's Ingress replica log)."""
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path()) / "serve"
+    router = sum(
+        path.read_text(errors="replace").count("is temporarily unavailable")
+        for path in logs.glob("replica_tree-detection_Ingress_*.log")
+    )
+    return router + int(httpx.get(f"{url}/").json()["totals"]["replica_retries"])
+
+
 def test_request_survives_a_killed_detector_replica(serve_url: str) -> None:
     import ray
 
@@ -152,22 +167,29 @@ def test_request_survives_a_killed_detector_replica(serve_url: str) -> None:
     png = cv2.imencode(".jpg", cv2.imdecode(np.frombuffer(make_scene(5000, seed=5), np.uint8), cv2.IMREAD_COLOR))[
         1
     ].tobytes()
-    form = {**LEGACY_FORM, "real_width": "500", "real_height": "500"}
+    # 25 Mpx at 0.3 m per pixel: 25 tiles of 1 Mpx, each a tenth of a second or more on half a core.
+    form = {**LEGACY_FORM, "real_width": "1500", "real_height": "1500"}
+    retries_before = _retries(serve_url)
     created = httpx.post(f"{serve_url}/jobs", files={"image": ("t.png", png, "image/png")}, data=form, timeout=120)
     status_url = created.json()["status_url"]
     deadline = time.monotonic() + 120
     while (job := httpx.get(status_url, timeout=10).json())["stage"] != "detecting":
         assert time.monotonic() < deadline and job["state"] in ("queued", "running"), job
         time.sleep(0.02)
-    # Each of the two tiles takes seconds: both replicas are working on one when this one is killed.
-    assert job["progress"]["tiles_done"] == 0, job
+    # Each replica takes up to DETECTOR_MAX_ONGOING tiles at once, and Serve sends each tile to the less busy of
+    # the two: while 2 x DETECTOR_MAX_ONGOING tiles are not done, both hold that many. Killing one then fails
+    # the tiles it holds, which must be tried again on the other: by Serve's router (it retries a call whose
+    # replica vanished before answering, logging "temporarily unavailable") or by our call_with_retries.
+    total = job["progress"]["tiles_total"]
+    assert total == 25 and job["progress"]["tiles_done"] <= total - 2 * DETECTOR_MAX_ONGOING, job
     ray.kill(ray.get_actor(before[0], namespace="serve"), no_restart=True)
+    at_kill = httpx.get(status_url, timeout=10).json()["progress"]
     job = wait_job(status_url, timeout=300)
     assert job["state"] == "succeeded", job
-    params = DetectionParams(min_diameter=2, cluster_threshold=0, real_width=500, real_height=500)
+    params = DetectionParams(min_diameter=2, cluster_threshold=0, real_width=1500, real_height=1500)
     expected = result_to_dict(detect_trees(decode_image(png, max_pixels=10**8), params))
-    assert job["result"]["trees"] == expected["trees"]
-    assert httpx.get(f"{serve_url}/").json()["totals"]["replica_retries"] >= 1  # the killed replica's tile
+    assert job["result"]["trees"] == expected["trees"] and job["result"]["tile_count"] == total
+    assert _retries(serve_url) > retries_before, at_kill  # the killed replica's tiles, done again on the other
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (len(detector_replicas()) < 2 or before[0] in detector_replicas()):
         time.sleep(1)
