@@ -30,8 +30,9 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader, MemoryFile
 from rasterio.windows import Window as GdalWindow
 
+from treecore import heatmap
 from treecore.errors import ImageTooLargeError, InvalidGeoreferenceError, InvalidImageError
-from treecore.types import GEOGRAPHIC_EPSG, Georeference, Window, check_epsg, check_pixel_scale
+from treecore.types import GEOGRAPHIC_EPSG, DetectionParams, Georeference, Tile, Window, check_epsg, check_pixel_scale
 
 #: GDAL configuration every read runs with (strings, as GDAL takes them, except GDAL_CACHEMAX).
 #:   GDAL_CACHEMAX 64 MiB: the raster block cache, in BYTES: rasterio passes an int to GDALSetCacheMax64 for
@@ -185,7 +186,7 @@ def open_raster(source: Source, *, options: Mapping[str, str] | None = None) -> 
                 memfile = stack.enter_context(MemoryFile(source))
                 dataset = stack.enter_context(memfile.open(driver=DRIVERS[0]))
             else:
-                dataset = stack.enter_context(rasterio.open(source, driver=list(DRIVERS)))
+                dataset = stack.enter_context(rasterio.open(source, driver=DRIVERS[0]))
         except RasterioError as exc:
             raise InvalidImageError(f"TIFF could not be opened: {_gdal_message(exc)}") from None
         try:
@@ -196,9 +197,11 @@ def open_raster(source: Source, *, options: Mapping[str, str] | None = None) -> 
 
 
 def _gdal_message(exc: BaseException) -> str:
+    # rasterio's "See previous exception" points at GDAL's own error, chained as the cause: say that one.
+    cause = exc.__cause__ or exc.__context__
+    text = str(cause if cause is not None and "previous exception" in str(exc) else exc).strip()
     # GDAL names an upload by its random in-memory file name (/vsimem/<uuid>/<uuid>.tif): keep only the reason.
-    text = str(exc).strip() or type(exc).__name__
-    return _MEMORY_FILE_NAME.sub("", text)
+    return _MEMORY_FILE_NAME.sub("", text) or type(exc).__name__
 
 
 def header_of(dataset: DatasetReader) -> RasterHeader:
@@ -395,3 +398,87 @@ def check_pixels(width: int, height: int, *, max_pixels: int) -> None:
         raise ImageTooLargeError(
             f"image is {width} x {height} = {width * height:,} pixels, over the limit of {max_pixels:,} pixels"
         )
+
+
+def read_extent(tile: Tile, params: DetectionParams, shape: tuple[int, ...]) -> Window:
+    """The pixels a detector reads for a tile: its halo, and for the heatmap method the halo grown to whole
+    resampling blocks (treecore.heatmap reads that), so a window read of this extent detects like the whole image.
+
+    Args:
+        tile: the tile (from plan_tiles with halo_pixels).
+        params: detection parameters.
+        shape: (H, W, ...) of the FULL raster.
+
+    Returns:
+        The window, in full-raster pixels, within the raster.
+    """
+    halo = tile.halo
+    if params.method != "heatmap":
+        return halo
+    read = heatmap.resampling(params, shape).aligned(halo, int(shape[1]), int(shape[0]), heatmap.NET_STRIDE)
+    return Window(min(halo.x0, read.x0), min(halo.y0, read.y0), max(halo.x1, read.x1), max(halo.y1, read.y1))
+
+
+@dataclass(frozen=True)
+class WindowedImage:
+    """One window of a full image standing in for it: `shape` is the FULL image's, and a slice inside `window`
+    reads `pixels`. detect_tile reads only `read_extent` of its tile, so it takes this in place of the whole image.
+
+    `pixels`: (window.height, window.width, 3) uint8 RGB. `window`: where they lie, full-image pixels.
+    `full_shape`: (H, W, 3) of the full image.
+    """
+
+    pixels: np.ndarray
+    window: Window
+    full_shape: tuple[int, int, int]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(H, W, 3) of the FULL image."""
+        return self.full_shape
+
+    @property
+    def ndim(self) -> int:
+        """3, like the image it stands for."""
+        return 3
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """uint8."""
+        return self.pixels.dtype
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        """image[y0:y1, x0:x1] in full-image pixels; refused (IndexError) outside the window."""
+        rows, cols = key
+        height, width = self.full_shape[:2]
+        y0, y1, ys = rows.indices(height)
+        x0, x1, xs = cols.indices(width)
+        w = self.window
+        if ys != 1 or xs != 1 or not (w.y0 <= y0 and y1 <= w.y1 and w.x0 <= x0 and x1 <= w.x1):
+            raise IndexError(f"rows {y0}:{y1}, columns {x0}:{x1} are outside the window read, {w}")
+        return self.pixels[y0 - w.y0 : y1 - w.y0, x0 - w.x0 : x1 - w.x0]
+
+
+def read_tile(
+    source: Source,
+    tile: Tile,
+    params: DetectionParams,
+    shape: tuple[int, ...],
+    *,
+    options: Mapping[str, str] | None = None,
+) -> WindowedImage:
+    """Read what a detector needs for one tile (`read_extent`), as a stand-in for the full image.
+
+    Args:
+        source: a GDAL path (e.g. /vsiaz/images/a.tif) or a TIFF file's bytes.
+        tile: the tile.
+        params: detection parameters.
+        shape: (H, W, ...) of the full raster (from its RasterHeader).
+        options: extra GDAL configuration options.
+
+    Returns:
+        The WindowedImage; `detect_tile(result, tile, params)` gives the tile's trees.
+    """
+    extent = read_extent(tile, params, shape)
+    pixels = read_window(source, extent, options=options)
+    return WindowedImage(pixels, extent, (int(shape[0]), int(shape[1]), 3))
