@@ -24,6 +24,14 @@ COPY requirements.txt ./
 #   ray/rllib (15 MB)        reinforcement learning: nothing in Serve, the dashboard or Ray core imports it.
 #   pip, setuptools (22 MB)  nothing is installed at run time (serve_config.yaml's runtime_env sets env_vars only).
 #   tests/ (17 MB)           the wheels' own test suites, mostly numpy's (numpy.testing, a runtime module, stays).
+#   debug info (58 MB)       DWARF sections some wheels ship in their extension modules (rasterio's Cython modules
+#                            and its bundled sqlite, aiohttp, pyyaml): `strip --strip-debug` on the files that have
+#                            a .debug_info section only, so symbols and the already stripped libraries stay as built.
+#                            binutils is installed in this build stage only; the runtime stage copies the venv.
+# binutils (strip, readelf) for the debug-info trim below. Not pinned: the version is the base distribution's own
+# (Debian bookworm or the Ubuntu of rayproject/ray), and this stage's tools never reach the runtime image.
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install --yes --no-install-recommends binutils && rm -rf /var/lib/apt/lists/*
 RUN --mount=type=secret,id=ca_bundle,required=false \
     if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
     && python3 -m venv /opt/venv \
@@ -33,7 +41,10 @@ RUN --mount=type=secret,id=ca_bundle,required=false \
     && rm -rf "$site/ray/jars" "$site/ray/rllib" \
     && find "$site" -type d -name tests -prune -exec rm -rf {} + \
     && /opt/venv/bin/python -m pip uninstall --yes --quiet pip setuptools \
-    && /opt/venv/bin/python -c "import cv2, ray; from ray import serve; print('ray', ray.__version__, 'cv2', cv2.__version__)"
+    && find /opt/venv -type f -name '*.so*' -print0 | while IFS= read -r -d '' lib; do \
+        if readelf -S "$lib" 2>/dev/null | grep -q '\.debug_info'; then strip --strip-debug "$lib"; fi; done \
+    && /opt/venv/bin/python -c "import cv2, ray, rasterio; from ray import serve; from rasterio.io import MemoryFile; \
+print('ray', ray.__version__, 'cv2', cv2.__version__, 'rasterio', rasterio.__version__, rasterio.__gdal_version__)"
 
 # ---- runtime: the venv, the app code, the base tree models and the Serve config; no build tools ----
 FROM ${BASE_IMAGE}

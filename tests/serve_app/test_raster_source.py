@@ -5,9 +5,13 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
+import numpy as np
 import pytest
+from azure.storage.blob import BlobServiceClient
 
+from scripts.make_mosaic import Mosaic, draw_window, write_mosaic
 from serve_app.errors import status_for
 from serve_app.raster_source import (
     RasterPolicy,
@@ -19,7 +23,10 @@ from serve_app.raster_source import (
     host_allowed,
     refuse_redirects,
 )
-from treecore.raster import read_header
+from tests.serve_app.azurite import Azurite
+from treecore.errors import InvalidImageError
+from treecore.raster import read_header, read_window
+from treecore.types import Window
 
 POLICY = RasterPolicy(container="images", allowed_hosts=("acct.blob.core.windows.net", "*.data.example.org"))
 SAS = "https://acct.blob.core.windows.net/images/site.tif?sv=2024-01-01&sig=abc%2Bdef"
@@ -222,3 +229,27 @@ def test_a_direct_answer_or_no_answer_passes_the_probe(target: _Counting) -> Non
     refuse_redirects(f"http://127.0.0.1:{target.server_address[1]}/x.tif")  # 404: GDAL reports it later
     assert target.hits == 1
     refuse_redirects("http://127.0.0.1:9/x.tif", timeout_s=2)  # nothing listens on the discard port
+
+
+# ---- a blob name read by GDAL's /vsiaz/ from a real Azurite, with the service's connection string ----
+
+
+@pytest.mark.azurite
+def test_a_blob_in_azurite_is_read_by_windows(azurite: Azurite, tmp_path: Path) -> None:
+    cog = tmp_path / "site.tif"
+    mosaic = Mosaic(1200, 900, 0.5, seed=5)
+    write_mosaic(mosaic, cog, compress="deflate")
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    container = service.get_container_client("images")
+    if not container.exists():
+        container.create_container()
+    container.upload_blob("mosaics/2026/site.tif", cog.read_bytes(), overwrite=True)
+    ref = check_reference("mosaics/2026/site.tif", RasterPolicy(container="images"), resolve=resolver())
+    options = blob_gdal_options(connection_string=azurite.connection_string)
+    header = read_header(ref.gdal_path, options=options)
+    assert (header.width, header.height, header.epsg, header.tiled) == (1200, 900, 32633, True)
+    window = Window(500, 300, 900, 620)
+    expected = draw_window(mosaic, window.x0, window.y0, window.width, window.height)
+    assert np.array_equal(read_window(ref.gdal_path, window, options=options), expected)
+    with pytest.raises(InvalidImageError, match="could not be opened"):
+        read_header("/vsiaz/images/mosaics/missing.tif", options=options)
