@@ -321,3 +321,30 @@ def test_tiles_over_http_read_about_the_file_once(
         assert np.array_equal(windowed.pixels, wholes["jpeg"][w.y0 : w.y1, w.x0 : w.x1])
     # Four halo windows overlap, and overview levels are never read: far less than 4 whole files.
     assert served.sent < 3 * len(served.data), (served.sent, len(served.data))
+
+
+SMALL = _geotiff(
+    np.arange(3 * 64 * 48, dtype=np.uint32).reshape(3, 64, 48).astype(np.uint8),
+    compress="deflate",
+    tiled=True,
+    blockxsize=16,
+    blockysize=16,
+)
+
+
+@given(
+    cut=st.integers(8, len(SMALL)),
+    flips=st.lists(st.tuples(st.integers(0, len(SMALL) - 1), st.integers(0, 255)), max_size=8),
+)
+@settings(max_examples=300, deadline=None)
+def test_corrupt_tiff_uploads_raise_only_our_errors(cut: int, flips: list[tuple[int, int]]) -> None:
+    data = bytearray(SMALL[:cut])
+    for at, value in flips:
+        if at < len(data):
+            data[at] = value
+    try:
+        image = decode_image(bytes(data), max_pixels=10**6)
+    except (InvalidImageError, ImageTooLargeError) as exc:
+        assert str(exc)
+        return
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
