@@ -1,4 +1,7 @@
-"""Image bytes in, RGB pixels out: header-only size checks, then a guarded decode."""
+"""Image bytes in, RGB pixels out: header-only size checks, then a guarded decode.
+
+PNG and JPEG go through OpenCV; TIFF (and GeoTIFF) through GDAL, treecore.raster, the one raster reader.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +11,13 @@ import cv2
 import numpy as np
 
 from treecore.errors import ImageTooLargeError, InvalidImageError
+from treecore.raster import read_header, read_raster
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOI = b"\xff\xd8"
 _JPEG_EOI = b"\xff\xd9"
 # SOFn markers carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but do not.
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-_TIFF_WIDTH, _TIFF_LENGTH = 256, 257
 
 FORMATS = ("png", "jpeg", "tiff")
 
@@ -61,7 +64,8 @@ def read_image_size(data: bytes) -> tuple[int, int]:
         elif fmt == "jpeg":
             width, height = _jpeg_size(data)
         else:
-            width, height = _tiff_size(data)
+            header = read_header(data)  # GDAL reads the first directory only, no pixels
+            width, height = header.width, header.height
     except (struct.error, IndexError) as exc:
         raise InvalidImageError(f"truncated {fmt.upper()} header") from exc
     if width <= 0 or height <= 0:
@@ -97,38 +101,6 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
             break
         pos += 2 + length
     raise InvalidImageError("JPEG has no frame header (SOF marker): truncated or not a JPEG")
-
-
-def _tiff_size(data: bytes) -> tuple[int, int]:
-    order = "<" if data[:2] == b"II" else ">"
-    big = data[2:4] in (b"+\x00", b"\x00+")
-    if big:
-        (offset,) = struct.unpack(order + "Q", data[8:16])
-        (count,) = struct.unpack(order + "Q", data[offset : offset + 8])
-        entry_size, first = 20, offset + 8
-    else:
-        (offset,) = struct.unpack(order + "I", data[4:8])
-        (count,) = struct.unpack(order + "H", data[offset : offset + 2])
-        entry_size, first = 12, offset + 2
-    if count > 10_000:
-        raise InvalidImageError("TIFF directory is implausibly long")
-    found: dict[int, int] = {}
-    for i in range(int(count)):
-        entry = first + i * entry_size
-        tag, kind = struct.unpack(order + "HH", data[entry : entry + 4])
-        if tag in (_TIFF_WIDTH, _TIFF_LENGTH):
-            value_at = entry + (12 if big else 8)
-            if kind == 3:  # SHORT, left-justified in the value field
-                (value,) = struct.unpack(order + "H", data[value_at : value_at + 2])
-            elif kind in (4, 16):  # LONG, LONG8
-                fmt = order + ("Q" if kind == 16 else "I")
-                (value,) = struct.unpack(fmt, data[value_at : value_at + struct.calcsize(fmt)])
-            else:
-                raise InvalidImageError(f"TIFF size tag {tag} has unsupported type {kind}")
-            found[tag] = int(value)
-    if _TIFF_WIDTH not in found or _TIFF_LENGTH not in found:
-        raise InvalidImageError("TIFF has no ImageWidth/ImageLength tags")
-    return found[_TIFF_WIDTH], found[_TIFF_LENGTH]
 
 
 def check_image_size(data: bytes, *, max_pixels: int) -> tuple[int, int]:
@@ -180,6 +152,8 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
     """
     fmt = sniff_format(data)
     width, height = check_image_size(data, max_pixels=max_pixels)
+    if fmt == "tiff":
+        return read_raster(data, max_pixels=max_pixels)
     _check_complete(data, fmt)
     decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None or decoded.size == 0:
