@@ -54,11 +54,9 @@ DETECTOR = {
     },
     "ray_actor_options": {"num_cpus": 1},
 }
-#: A tile at least 250,000 px, up to 16 per running replica: the 4000 x 4000 image (16 MP) is cut into 16 tiles
-#: while one replica runs, so 15 of them queue and the queue drives the autoscaler.
-# fastpath: switch to AppArgs(tile_megapixels=1.0) when tiles are cut by size (issue 15 point 2); the large
-# image then gets 16 tiles of 1 MP whatever the replica count, and test_one_large_image_... keeps its checks.
-TILE_ARGS = {"tiles_per_replica": 16, "min_tile_pixels": 250_000}
+#: Tiles of 1 MP: the 4000 x 4000 image (16 MP) is cut into 16 tiles whatever the replica count, so while one
+#: replica runs 15 of them queue, and the queue drives the autoscaler. The load's 700 x 700 images take the short path.
+TILE_ARGS = {"tile_megapixels": 1.0}
 LARGE_TILES = 16
 
 

@@ -54,11 +54,10 @@ DETECTOR = {
     "max_ongoing_requests": 1,
     "ray_actor_options": {"num_cpus": 1, "resources": {"detector": 1}},
 }
-#: 16 tiles of a large image over the two Detectors (8 per replica); five tries per tile (backoff 0.5 + 1 + 2 + 4 s)
-#: give Serve time to see a dead node's replica as gone and route the retry to the live one.
-# fastpath: replace tiles_per_replica/min_tile_pixels by tile_megapixels=0.5 (18 tiles of the 9 MP image) when
-# tiles are cut by size; the image stays far above the short path's size, so it still goes through the TileSplitter.
-ARGS = {"tiles_per_replica": 8, "min_tile_pixels": 250_000, "detector_attempts": 5}
+#: Tiles of 0.5 MP (18 tiles of the 9 MP image, far above the short path's size, so it goes through the
+#: TileSplitter); five tries per tile (backoff 0.5 + 1 + 2 + 4 s) give Serve time to see a dead node's replica as
+#: gone and route the retry to the live one.
+ARGS = {"tile_megapixels": 0.5, "detector_attempts": 5}
 LARGE_MODEL_THRESHOLD = 50
 
 
@@ -146,7 +145,7 @@ def multinode(tmp_path_factory: pytest.TempPathFactory, azurite: Azurite) -> Ite
 
 @pytest.fixture(scope="module")
 def large() -> Scene:
-    """A 3000 x 3000 scene (900 m at 0.3 m) and its one-process answer: 16 tiles here."""
+    """A 3000 x 3000 scene (900 m at 0.3 m) and its one-process answer: 18 tiles of 0.5 MP here."""
     return scene(3000, seed=21)
 
 
