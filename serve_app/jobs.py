@@ -1,8 +1,14 @@
-"""Background jobs: long detections (and detect-then-generate) that outlive the HTTP request.
+"""Background jobs: long detections (and detect-then-generate) that outlive the HTTP request and the ingress.
 
-A job runs as an asyncio task in the ingress replica, so it survives the client going away. The table is
-bounded: at most `max_jobs` entries (finished ones are dropped oldest first to make room), at most
-`max_running` running at once, and finished jobs are removed `ttl_s` seconds after they end.
+What a job is lives here, apart from HTTP: its spec (`JobSpec`: everything the request asked, serializable),
+its work (`run_job`, over the flows), its record (`JobRecord`: state, progress, result; what GET /jobs/{id}
+reads) and the table that runs them (`JobTable`). The routes reach jobs through one interface, `JobService`:
+`LocalJobs` runs the table in this process (tests, and the ingress outside Serve); on Ray Serve the table runs
+in the one-replica JobRunner deployment (serve_app.job_runner), so any ingress replica, or a restarted one,
+reads the same jobs.
+
+The table is bounded: at most `max_jobs` entries (finished ones are dropped oldest first to make room), at
+most `max_running` running at once, and finished jobs are removed `ttl_s` seconds after they end.
 """
 
 from __future__ import annotations
@@ -13,10 +19,16 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from serve_app.errors import JobNotFoundError, TooManyJobsError, error_body, status_for
+from serve_app.formats import FORMATS, ModelFormat
+from serve_app.orchestration import Flows, StoredScene
 from serve_app.progress import Progress
+from serve_app.settings import Settings
+from treecore.basemodels import DEFAULT_MODEL
+from treecore.geo import detection_geojson
+from treecore.types import DetectionParams, Georeference
 
 logger = logging.getLogger("serve_app")
 
@@ -24,6 +36,78 @@ logger = logging.getLogger("serve_app")
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 #: Seconds DELETE /jobs/{id} waits at most for a cancelled job to settle.
 CANCEL_SETTLE_S = 10.0
+JobKind = Literal["detect", "detect-and-generate"]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a POST /jobs asked, checked and serializable (it crosses to the JobRunner replica; no request in it).
+
+    `geojson`: answer the detection as GeoJSON, placed by `georef` (None: the image's metric frame), as
+    /detect-trees does with format=geojson. `warnings`: the request's (ignored form fields), given back in the
+    detection. `base_model`, `model_format`: the scene of a detect-and-generate job.
+    """
+
+    kind: JobKind
+    params: DetectionParams
+    warnings: tuple[str, ...] = ()
+    geojson: bool = False
+    georef: Georeference | None = None
+    base_model: str = DEFAULT_MODEL
+    model_format: ModelFormat = FORMATS[0]
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A finished job's result: the detection as answered (JSON or GeoJSON), and a detect-and-generate job's
+    stored scene with the epoch seconds it was stored at (its links are made when the job is read, from the
+    reading request's base URL; its expiry counts from `stored_at`)."""
+
+    detection: dict[str, Any]
+    scene: StoredScene | None = None
+    stored_at: float | None = None
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as GET /jobs/{id} reads it, at one moment (a copy: serializable, never updated)."""
+
+    id: str
+    kind: str
+    state: str
+    progress: dict[str, Any]
+    created_at: float
+    finished_at: float | None
+    result: JobResult | None = None
+    error: dict[str, Any] | None = None
+
+
+async def run_job(flows: Flows, spec: JobSpec, data: bytes, progress: Progress) -> JobResult:
+    """A job's work: the detection, shaped as asked, then (detect-and-generate) the stored scene.
+
+    Args:
+        flows: the flows over the stages.
+        spec: the job.
+        data: the uploaded image's bytes.
+        progress: updated as stages and tiles finish.
+
+    Returns:
+        The result.
+    """
+    detection = await flows.detect(data, spec.params, progress, warnings=list(spec.warnings))
+    shown = geojson_detection(detection, spec.georef) if spec.geojson else detection
+    if spec.kind == "detect":
+        return JobResult(shown)
+    scene = await flows.generate(detection, spec.base_model, progress, fmt=spec.model_format, store=True)
+    assert isinstance(scene, StoredScene)  # store=True: always stored
+    return JobResult(shown, scene, time.time())
+
+
+def geojson_detection(detection: dict[str, Any], georef: Georeference | None) -> dict[str, Any]:
+    """A detection as GeoJSON, the detection's warnings (ignored fields) before the GeoJSON's (georeference),
+    as /detect-trees answers it."""
+    geojson = detection_geojson(detection, georef)
+    return {**geojson, "warnings": [*detection.get("warnings", ()), *geojson.get("warnings", ())]}
 
 
 @dataclass
@@ -36,29 +120,26 @@ class Job:
     state: str = "queued"
     progress: Progress = field(default_factory=Progress)
     finished_at: float | None = None
-    result: dict[str, Any] | None = None
+    result: Any = None
     error: dict[str, Any] | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
-    def as_dict(self) -> dict[str, Any]:
-        """The GET /jobs/{id} body."""
-        body: dict[str, Any] = {
-            "id": self.id,
-            "kind": self.kind,
-            "state": self.state,
-            "stage": self.progress.stage,
-            "progress": self.progress.as_dict(),
-            "created_at": self.created_at,
-            "finished_at": self.finished_at,
-        }
-        if self.result is not None:
-            body["result"] = self.result
-        if self.error is not None:
-            body["error"] = self.error
-        return body
+    def record(self) -> JobRecord:
+        """A copy of the job as it is now (what GET /jobs/{id} reads)."""
+        result = self.result if isinstance(self.result, JobResult) else None
+        return JobRecord(
+            self.id,
+            self.kind,
+            self.state,
+            self.progress.as_dict(),
+            self.created_at,
+            self.finished_at,
+            result,
+            None if self.error is None else dict(self.error),
+        )
 
 
-Work = Callable[[Progress], Awaitable[dict[str, Any]]]
+Work = Callable[[Progress], Awaitable[Any]]
 
 
 class JobTable:
@@ -95,7 +176,7 @@ class JobTable:
 
         Args:
             kind: "detect" or "detect-and-generate".
-            work: the coroutine function; it gets the job's Progress and returns the result dict.
+            work: the coroutine function; it gets the job's Progress and returns the result (a JobResult).
 
         Returns:
             The job (state "queued" until its task starts).
@@ -186,3 +267,63 @@ class JobTable:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class JobService(Protocol):
+    """Jobs as the routes reach them, wherever the table runs (this process, or the JobRunner deployment)."""
+
+    async def submit(self, spec: JobSpec, data: bytes) -> JobRecord:
+        """Start a job (TooManyJobsError when the limits are reached)."""
+        ...
+
+    async def get(self, job_id: str) -> JobRecord:
+        """A job by id (JobNotFoundError when unknown or expired)."""
+        ...
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a running job and answer the state it settled to (a finished job as it is)."""
+        ...
+
+    async def totals(self) -> dict[str, int]:
+        """Metric totals of the job work counted apart from this process's metrics (empty when none)."""
+        ...
+
+    async def close(self) -> None:
+        """This process is shutting down (jobs running here are cancelled; jobs elsewhere go on)."""
+        ...
+
+
+class LocalJobs:
+    """The job table in this process, running `run_job` over the flows (today's table, behind JobService)."""
+
+    def __init__(self, flows: Flows, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        """Jobs over `flows`, bounded by MAX_JOBS, MAX_RUNNING_JOBS and JOB_TTL_S from `settings`."""
+        self.flows = flows
+        self.table = JobTable(
+            max_jobs=settings.max_jobs, max_running=settings.max_running_jobs, ttl_s=settings.job_ttl_s, clock=clock
+        )
+
+    async def submit(self, spec: JobSpec, data: bytes) -> JobRecord:
+        """Start `run_job` as a task of this event loop (see JobTable.submit)."""
+        flows = self.flows
+
+        async def work(progress: Progress) -> JobResult:
+            return await run_job(flows, spec, data, progress)
+
+        return self.table.submit(spec.kind, work).record()
+
+    async def get(self, job_id: str) -> JobRecord:
+        """See JobTable.get."""
+        return self.table.get(job_id).record()
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        """See JobTable.cancel."""
+        return (await self.table.cancel(job_id)).record()
+
+    async def totals(self) -> dict[str, int]:
+        """Nothing apart: the jobs' flows count in the app's own metrics."""
+        return {}
+
+    async def close(self) -> None:
+        """Cancel every running job (see JobTable.close)."""
+        await self.table.close()
