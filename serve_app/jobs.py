@@ -110,6 +110,29 @@ def geojson_detection(detection: dict[str, Any], georef: Georeference | None) ->
     return {**geojson, "warnings": [*detection.get("warnings", ()), *geojson.get("warnings", ())]}
 
 
+#: The error of a job whose work stopped because the job service restarted (or shut down) under it.
+INTERRUPTED = {
+    "status": 503,
+    "detail": "the job was interrupted by a restart of the job service before it finished; resubmit it",
+}
+
+
+class Journal(Protocol):
+    """Where a table keeps a copy of its records, so that they outlive the process that runs the jobs."""
+
+    def save(self, record: JobRecord) -> None:
+        """Keep (or replace) a job's record."""
+        ...
+
+    def remove(self, job_id: str) -> None:
+        """Forget a job (expired, or dropped to make room)."""
+        ...
+
+    def load(self) -> list[JobRecord]:
+        """Every record kept, in no order."""
+        ...
+
+
 @dataclass
 class Job:
     """One job: its progress while it runs, then its result or its error."""
@@ -145,17 +168,57 @@ Work = Callable[[Progress], Awaitable[Any]]
 class JobTable:
     """Jobs by id, bounded in number and age."""
 
-    def __init__(self, *, max_jobs: int, max_running: int, ttl_s: float, clock: Callable[[], float] = time.time):
-        """An empty table.
+    def __init__(
+        self,
+        *,
+        max_jobs: int,
+        max_running: int,
+        ttl_s: float,
+        clock: Callable[[], float] = time.time,
+        journal: Journal | None = None,
+    ):
+        """A table with the jobs of `journal` (none without one).
 
         Args:
             max_jobs: most jobs kept (running and finished).
             max_running: most jobs running at once.
             ttl_s: seconds a finished job is kept.
             clock: epoch seconds (injectable for tests).
+            journal: where each record is copied when a job starts and when it ends. A table made over it reads
+                the jobs back: finished ones as they ended (expired ones dropped), unfinished ones, whose
+                work stopped with the process that ran it, as failed with the INTERRUPTED error.
         """
         self.max_jobs, self.max_running, self.ttl_s, self.clock = max_jobs, max_running, ttl_s, clock
+        self.journal = journal
         self._jobs: dict[str, Job] = {}
+        self._closing = False
+        if journal is not None:
+            self._restore(journal.load())
+
+    def _restore(self, records: list[JobRecord]) -> None:
+        for record in sorted(records, key=lambda r: r.created_at)[-self.max_jobs :]:
+            job = Job(record.id, record.kind, record.created_at, record.state, Progress(**record.progress))
+            job.finished_at, job.result, job.error = record.finished_at, record.result, record.error
+            if job.state not in FINAL_STATES:
+                job.state, job.finished_at, job.error = "failed", self.clock(), dict(INTERRUPTED)
+                self._save(job)
+            self._jobs[job.id] = job
+        self._expire()
+
+    def _save(self, job: Job) -> None:
+        if self.journal is not None:
+            try:
+                self.journal.save(job.record())
+            except Exception as exc:  # the copy is a safeguard: never fail a job over it
+                logger.warning("could not keep job %s in the journal: %s", job.id, exc)
+
+    def _forget(self, job_id: str) -> None:
+        del self._jobs[job_id]
+        if self.journal is not None:
+            try:
+                self.journal.remove(job_id)
+            except Exception as exc:
+                logger.warning("could not remove job %s from the journal: %s", job_id, exc)
 
     def __len__(self) -> int:
         """Jobs held now."""
@@ -169,7 +232,7 @@ class JobTable:
         now = self.clock()
         for job_id, job in list(self._jobs.items()):
             if job.finished_at is not None and now - job.finished_at > self.ttl_s:
-                del self._jobs[job_id]
+                self._forget(job_id)
 
     def submit(self, kind: str, work: Work) -> Job:
         """Start a job now.
@@ -191,11 +254,12 @@ class JobTable:
             (j for j in self._jobs.values() if j.finished_at is not None), key=lambda j: j.finished_at or 0
         )
         while len(self._jobs) >= self.max_jobs and finished:
-            del self._jobs[finished.pop(0).id]
+            self._forget(finished.pop(0).id)
         if len(self._jobs) >= self.max_jobs:
             raise TooManyJobsError(f"the job table is full ({self.max_jobs} jobs); try again later")
         job = Job(id=secrets.token_urlsafe(12), kind=kind, created_at=self.clock())
         self._jobs[job.id] = job
+        self._save(job)
         job.task = asyncio.create_task(self._run(job, work), name=f"job-{job.id}")
         job.task.add_done_callback(lambda _: self._settle(job))
         return job
@@ -205,6 +269,7 @@ class JobTable:
         # running, for ever.
         if job.finished_at is None:
             job.state, job.finished_at, job.task = "cancelled", self.clock(), None
+            self._save(job)
 
     async def _run(self, job: Job, work: Work) -> None:
         job.state = "running"
@@ -212,7 +277,7 @@ class JobTable:
             job.result = await work(job.progress)
             job.state, job.progress.stage = "succeeded", "done"
         except asyncio.CancelledError:
-            job.state = "cancelled"
+            job.state, job.error = ("failed", dict(INTERRUPTED)) if self._closing else ("cancelled", None)
         except Exception as exc:  # a job's error is its result: reported, never raised into the loop
             job.state = "failed"
             job.error = {"status": status_for(exc), **error_body(exc)}
@@ -221,6 +286,8 @@ class JobTable:
         finally:
             job.finished_at = self.clock()
             job.task = None
+            if self.journal is not None:  # off the loop: a large result takes a moment to copy
+                await asyncio.to_thread(self._save, job)
 
     def get(self, job_id: str) -> Job:
         """A job by id.
@@ -262,7 +329,8 @@ class JobTable:
         return job
 
     async def close(self) -> None:
-        """Cancel every running job and wait for them (replica shutdown)."""
+        """Stop every running job and wait for them (replica shutdown): they end failed, INTERRUPTED."""
+        self._closing = True
         tasks = [job.task for job in self._jobs.values() if job.task is not None]
         for task in tasks:
             task.cancel()
@@ -296,11 +364,23 @@ class JobService(Protocol):
 class LocalJobs:
     """The job table in this process, running `run_job` over the flows (today's table, behind JobService)."""
 
-    def __init__(self, flows: Flows, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
-        """Jobs over `flows`, bounded by MAX_JOBS, MAX_RUNNING_JOBS and JOB_TTL_S from `settings`."""
+    def __init__(
+        self,
+        flows: Flows,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        journal: Journal | None = None,
+    ) -> None:
+        """Jobs over `flows`, bounded by MAX_JOBS, MAX_RUNNING_JOBS and JOB_TTL_S from `settings` (see JobTable
+        for the journal)."""
         self.flows = flows
         self.table = JobTable(
-            max_jobs=settings.max_jobs, max_running=settings.max_running_jobs, ttl_s=settings.job_ttl_s, clock=clock
+            max_jobs=settings.max_jobs,
+            max_running=settings.max_running_jobs,
+            ttl_s=settings.job_ttl_s,
+            clock=clock,
+            journal=journal,
         )
 
     async def submit(self, spec: JobSpec, data: bytes) -> JobRecord:

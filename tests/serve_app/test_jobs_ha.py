@@ -166,3 +166,47 @@ def test_limits_hold_across_replicas_and_cancel_stops_the_tiles(ha_url: str) -> 
 
     splitter = serve.get_deployment_handle("TileSplitter", app_name=APP)
     assert splitter.held.remote().result(timeout_s=30) == 0  # each image released
+
+
+def test_a_restarted_job_runner_reads_back_its_jobs(ha_url: str) -> None:
+    """Finished jobs keep their results across a restart of the JobRunner replica (its journal is in Ray's GCS);
+    a job running when it died reads as failed, "interrupted ... resubmit", never 404."""
+    finished = _submit(ha_url, make_scene(600, seed=14), LEGACY_FORM)
+    before = wait_job(finished["status_url"])
+    assert before["state"] == "succeeded", before
+    running = _submit(ha_url, make_scene(2000, seed=15), SLOW)
+    _until_detecting(running["status_url"])
+    [runner] = _replicas("JobRunner")
+    _kill(runner)
+    deadline = time.monotonic() + 180
+    while (response := httpx.get(running["status_url"], timeout=60)).status_code != 200:
+        assert response.status_code == 503 and time.monotonic() < deadline, response.text  # being replaced
+        time.sleep(0.5)
+    assert _replicas("JobRunner") != [runner]
+    job = response.json()
+    assert job["state"] == "failed" and job["error"]["status"] == 503, job
+    assert "interrupted" in job["error"]["detail"] and "resubmit" in job["error"]["detail"]
+    after = httpx.get(finished["status_url"], timeout=60).json()
+    assert after["state"] == "succeeded" and after["result"] == before["result"]
+    again = wait_job(_submit(ha_url, make_scene(600, seed=14), LEGACY_FORM)["status_url"])  # a resubmitted job runs
+    assert again["state"] == "succeeded" and again["result"]["trees"] == before["result"]["trees"]
+
+
+def test_the_journal_keeps_a_large_result_as_a_failure_that_says_so(ha_url: str) -> None:
+    from serve_app.job_runner import GcsJournal
+    from serve_app.jobs import JobRecord, JobResult
+
+    journal = GcsJournal("journal-test", max_record_bytes=200)
+    small = JobRecord("a", "detect", "running", {"stage": "detecting"}, 1.0, None)
+    large = JobRecord("b", "detect", "succeeded", {"stage": "done"}, 1.0, 2.0, JobResult({"trees": list(range(999))}))
+    try:
+        journal.save(small)
+        journal.save(large)
+        records = {record.id: record for record in journal.load()}
+        assert records["a"] == small
+        assert records["b"].state == "failed" and records["b"].result is None
+        assert "larger than the job service keeps" in str(records["b"].error) and "resubmit" in str(records["b"].error)
+    finally:
+        journal.remove("a")
+        journal.remove("b")
+    assert journal.load() == []
