@@ -196,7 +196,11 @@ class JobTable:
             self._restore(journal.load())
 
     def _restore(self, records: list[JobRecord]) -> None:
-        for record in sorted(records, key=lambda r: r.created_at)[-self.max_jobs :]:
+        records = sorted(records, key=lambda r: r.created_at)
+        for record in records[: -self.max_jobs]:  # beyond MAX_JOBS (lowered since): the oldest go
+            self._jobs[record.id] = Job(record.id, record.kind, record.created_at)
+            self._forget(record.id)
+        for record in records[-self.max_jobs :]:
             job = Job(record.id, record.kind, record.created_at, record.state, Progress(**record.progress))
             job.finished_at, job.result, job.error = record.finished_at, record.result, record.error
             if job.state not in FINAL_STATES:

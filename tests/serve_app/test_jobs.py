@@ -252,3 +252,11 @@ def test_a_table_shut_down_leaves_its_running_jobs_interrupted() -> None:
 
     job_id = asyncio.run(scenario())
     assert journal.records[job_id].state == "failed" and journal.records[job_id].error == INTERRUPTED
+
+
+def test_a_table_over_a_larger_journal_keeps_the_newest_and_forgets_the_rest() -> None:
+    journal = MemoryJournal()
+    for n in range(3):
+        journal.save(JobRecord(f"job{n}", "detect", "succeeded", Progress().as_dict(), 1000.0 + n, 1000.0 + n))
+    table = JobTable(max_jobs=1, max_running=1, ttl_s=10, clock=Clock(), journal=journal)
+    assert len(table) == 1 and table.get("job2").state == "succeeded" and set(journal.records) == {"job2"}
