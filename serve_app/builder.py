@@ -9,6 +9,7 @@ from ray.serve import Application
 from ray.serve.deployment import Deployment
 
 from serve_app.deployments import Detector, Ingress, ModelAssembler, TileSplitter
+from serve_app.job_runner import JobRunner
 from serve_app.serve_stages import StageOptions
 from serve_app.settings import Settings
 from serve_app.stages import DEFAULT_SHORT_PATH_MEGAPIXELS, DEFAULT_TILE_MEGAPIXELS, TilePolicy
@@ -43,7 +44,7 @@ class AppArgs(BaseModel):
 def bind_graph(
     app_args: AppArgs, *, settings: Settings | None = None, options: dict[str, dict[str, Any]] | None = None
 ) -> Application:
-    """Bind Ingress over TileSplitter, Detector and ModelAssembler, with the settings bound into each.
+    """Bind Ingress over TileSplitter, Detector, ModelAssembler and JobRunner, with the settings bound into each.
 
     Args:
         app_args: structural arguments.
@@ -71,7 +72,10 @@ def bind_graph(
     )
     policy = TilePolicy.from_megapixels(app_args.tile_megapixels, app_args.short_path_megapixels)
     stage_options = StageOptions(policy, app_args.detector_attempts)
-    return with_options(Ingress).bind(settings, splitter, detector, assembler, stage_options, app_args.models_dir)
+    runner = with_options(JobRunner).bind(settings, splitter, detector, assembler, stage_options)
+    return with_options(Ingress).bind(
+        settings, splitter, detector, assembler, stage_options, app_args.models_dir, runner
+    )
 
 
 def build_app(args: dict[str, Any]) -> Application:

@@ -23,6 +23,7 @@ from serve_app.api import create_app
 from serve_app.assembly import ModelBuilder
 from serve_app.catalog import TreeModelEntry
 from serve_app.formats import InlineModel, ModelFormat
+from serve_app.job_runner import ServeJobs
 from serve_app.metrics import RayMetrics
 from serve_app.serve_stages import ServeCatalogView, ServeStages, StageOptions
 from serve_app.settings import Settings
@@ -205,15 +206,25 @@ class Ingress:
         assembler: DeploymentHandle[Any],
         options: StageOptions,
         models_dir: str,
+        job_runner: DeploymentHandle[Any] | None = None,
     ) -> None:
-        """Build the stages; the app itself is made in __serve_build_asgi_app__."""
+        """Build the stages (and the jobs, through the JobRunner: None runs them here); the app itself is made in
+        __serve_build_asgi_app__."""
         self.settings = settings
         logging.getLogger("serve_app").setLevel(settings.log_level)
         self.metrics = RayMetrics()
         self.stages = ServeStages(splitter, detector, assembler, options, self.metrics)
         self.catalog = ServeCatalogView(assembler, options.attempts, self.metrics)
         self.models_dir = Path(models_dir)
+        self.jobs = ServeJobs(job_runner, options.attempts) if job_runner is not None else None
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """The FastAPI app (Serve calls this once, after __init__)."""
-        return create_app(self.settings, self.stages, self.catalog, metrics=self.metrics, models_dir=self.models_dir)
+        return create_app(
+            self.settings,
+            self.stages,
+            self.catalog,
+            metrics=self.metrics,
+            models_dir=self.models_dir,
+            job_service=self.jobs,
+        )

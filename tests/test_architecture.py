@@ -98,7 +98,7 @@ FORBIDDEN = [
     (("serve_app.serve_stages",), ("serve_app.api", "serve_app.deployments", "serve_app.builder")),
 ]
 #: Only these modules import ray at import time (serve_app.metrics does, lazily, inside RayMetrics).
-RAY_IMPORTERS = {"serve_app.deployments", "serve_app.serve_stages", "serve_app.builder"}
+RAY_IMPORTERS = {"serve_app.deployments", "serve_app.serve_stages", "serve_app.builder", "serve_app.job_runner"}
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

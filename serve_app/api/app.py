@@ -1,4 +1,4 @@
-"""The app factory: one FastAPI app over the flows, the catalogue and the job table, with every router mounted."""
+"""The app factory: one FastAPI app over the flows, the catalogue and the jobs, with every router mounted."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from serve_app.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware, Head
 from serve_app.api.ui import mount_ui
 from serve_app.catalog import CatalogView
 from serve_app.errors import STATUS_CODES, add_exception_handlers
-from serve_app.jobs import JobTable
+from serve_app.jobs import JobService, LocalJobs
 from serve_app.metrics import Metrics
 from serve_app.orchestration import Flows
 from serve_app.schemas import ErrorResponse
@@ -39,6 +39,7 @@ def create_app(
     *,
     metrics: Metrics | None = None,
     models_dir: Path = DEFAULT_MODELS_DIR,
+    job_service: JobService | None = None,
 ) -> FastAPI:
     """The service's FastAPI app.
 
@@ -49,17 +50,19 @@ def create_app(
         metrics: request and pipeline metrics (default: in-memory only).
         models_dir: folder of the packaged base tree models, whose files /tree-models/{filename} serves from
             disk (the same folder the model stage loads them from; other models come through the catalogue).
+        job_service: where jobs run (default: a table in this process, over these stages; on Serve the JobRunner's).
 
     Returns:
         The app.
     """
     metrics = metrics if metrics is not None else Metrics()
-    table = JobTable(max_jobs=settings.max_jobs, max_running=settings.max_running_jobs, ttl_s=settings.job_ttl_s)
+    flows = Flows(stages, settings, metrics)
+    job_service = job_service if job_service is not None else LocalJobs(flows, settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        await table.close()  # replica shutdown: running jobs are cancelled, not orphaned
+        await job_service.close()  # shutdown: jobs running here are cancelled, not orphaned
 
     app = FastAPI(
         lifespan=lifespan,
@@ -70,9 +73,7 @@ def create_app(
         docs_url=None,  # mount_docs serves /docs and /redoc from packaged files, not from a CDN
         redoc_url=None,
     )
-    app.state.service = Service(
-        settings, stages, Flows(stages, settings, metrics), catalog, table, metrics, models_dir=models_dir
-    )
+    app.state.service = Service(settings, stages, flows, catalog, job_service, metrics, models_dir=models_dir)
     for module in (service, detect, models, downloads, jobs):
         app.include_router(module.router)
     add_exception_handlers(app)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import JSONResponse
@@ -12,15 +12,15 @@ from serve_app.api.detect import read_image
 from serve_app.api.forms import ImageFile, Params, detection_params, field_names, form_warnings
 from serve_app.api.negotiation import OutputOptions, output_options, stored_body
 from serve_app.formats import FORMATS, ModelFormat
-from serve_app.orchestration import StoredScene
-from serve_app.progress import Progress
+from serve_app.jobs import JobKind, JobRecord, JobSpec
 from serve_app.schemas import JobCreated, JobResponse
 from treecore.basemodels import DEFAULT_MODEL, check_model_name
+from treecore.geo import resolve_georeference
+from treecore.types import Georeference
 
 router = APIRouter(tags=["jobs"])
 
 Output = Annotated[OutputOptions, Depends(output_options)]
-JobKind = Literal["detect", "detect-and-generate"]
 KIND_DESCRIPTION = "detect (the default): the detection only; detect-and-generate: the detection, then a stored scene"
 MODEL_FORMAT_DESCRIPTION = (
     "detect-and-generate: the scene's format, as /generate-model's format: obj (default; its MTL beside it, at "
@@ -46,38 +46,61 @@ async def create_job(
     as /detect-trees gives it; the georeference is checked now, before the job starts. Form fields the job does
     not read are named in the answer's warnings (and in the detection's).
     """
-    flows = service.flows
-    data = await read_image(flows, image)
+    data = await read_image(service.flows, image)
     base = check_model_name(base_model)
-    shape = output.shaper(data, None)  # the answer here is the job's id: only `format` chooses the result's form
+    # The answer here is the job's id: only `format` chooses the result's form. The shaper checks the
+    # georeference now; the job gets it resolved, as data (the job runs in another process).
+    geojson = output.shaper(data, None) is not None
+    georef = _georeference(data, output) if geojson else None
     warnings = await form_warnings(request, JOB_FIELDS)
-
-    async def work(progress: Progress) -> dict[str, Any]:
-        detection = await flows.detect(data, params, progress, warnings=warnings)
-        shown = detection if shape is None else shape(detection)
-        if kind == "detect":
-            return shown
-        scene = await flows.generate(detection, base, progress, fmt=model_format, store=True)
-        assert isinstance(scene, StoredScene)  # store=True: always stored
-        return {"detection": shown, "model": stored_body(request, scene)}
-
-    job = service.jobs.submit(kind, work)
+    spec = JobSpec(kind, params, tuple(warnings), geojson, georef, base, model_format)
+    job = await service.jobs.submit(spec, data)
     status_url = str(request.url_for("get_job", job_id=job.id))
     return {"id": job.id, "state": job.state, "status_url": status_url, "warnings": warnings}
+
+
+def _georeference(data: bytes, output: OutputOptions) -> Georeference | None:
+    return resolve_georeference(
+        data, origin_easting=output.origin_easting, origin_northing=output.origin_northing, epsg=output.epsg
+    )
 
 
 #: The form fields POST /jobs reads; any other is named in the answer's warnings (and not refused).
 JOB_FIELDS = field_names(detection_params, output_options) | {"image", "kind", "base_model", "model_format"}
 
 
+def job_body(request: Request, job: JobRecord) -> dict[str, Any]:
+    """The GET /jobs/{id} body of a record; a stored scene's links are made here, from this request's base URL
+    (whichever ingress replica answers), its expiry from when it was stored."""
+    body: dict[str, Any] = {
+        "id": job.id,
+        "kind": job.kind,
+        "state": job.state,
+        "stage": job.progress["stage"],
+        "progress": job.progress,
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+    }
+    result = job.result
+    if result is not None:
+        if result.scene is None:
+            body["result"] = result.detection
+        else:
+            model = stored_body(request, result.scene, now=result.stored_at)
+            body["result"] = {"detection": result.detection, "model": model}
+    if job.error is not None:
+        body["error"] = job.error
+    return body
+
+
 @router.get("/jobs/{job_id}", name="get_job", response_model=JobResponse)
-async def get_job(job_id: str, service: ServiceDep) -> JSONResponse:
+async def get_job(request: Request, job_id: str, service: ServiceDep) -> JSONResponse:
     """A job's state and progress (tiles done / total, trees so far, stage), then its result or error."""
-    return JSONResponse(service.jobs.get(job_id).as_dict())
+    return JSONResponse(job_body(request, await service.jobs.get(job_id)))
 
 
 @router.delete("/jobs/{job_id}", response_model=JobResponse)
-async def cancel_job(job_id: str, service: ServiceDep) -> JSONResponse:
+async def cancel_job(request: Request, job_id: str, service: ServiceDep) -> JSONResponse:
     """Cancel a running job and answer the state it settled to: "cancelled" (or, when it ended meanwhile,
     "succeeded" or "failed"); a finished job is returned as it is."""
-    return JSONResponse((await service.jobs.cancel(job_id)).as_dict())
+    return JSONResponse(job_body(request, await service.jobs.cancel(job_id)))

@@ -200,14 +200,17 @@ def _utc(epoch: float) -> str:
     return datetime.fromtimestamp(int(epoch), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def stored_body(request: Request, scene: StoredScene, warnings: list[str] | None = None) -> dict[str, Any]:
+def stored_body(
+    request: Request, scene: StoredScene, warnings: list[str] | None = None, *, now: float | None = None
+) -> dict[str, Any]:
     """The legacy large-model answer ({download_url, filename, filesize_mb, total_trees, message, expires_in}),
     plus expires_in_s, expires_at, mtl_url, every file of the scene, and the request's warnings.
 
     A store's URL with a scheme (a SAS URL) is given as it is; a local one is this service's /download route.
-    Each file has its own URL (with Azure: its own SAS) and expiry.
+    Each file has its own URL (with Azure: its own SAS) and expiry, counted from `now` (epoch seconds; default:
+    this moment; a job's scene: when it was stored).
     """
-    files = [_file_body(request, stored, time.time()) for stored in scene.files]
+    files = [_file_body(request, stored, time.time() if now is None else now) for stored in scene.files]
     main = files[0]
     mtl = next((f["url"] for f in files[1:] if f["name"].endswith(".mtl")), None)
     return {

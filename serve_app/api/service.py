@@ -42,5 +42,5 @@ async def info(service: ServiceDep) -> dict[str, Any]:
         "storage": settings.storage_kind,
         "pipeline": service.stages.describe(),
         "api_key_required": bool(settings.api_key),
-        "totals": service.metrics.snapshot(),
+        "totals": await service.totals(),
     }

@@ -11,7 +11,7 @@ import pytest
 from scripts.make_sample import make_scene
 from serve_app.api.negotiation import expiry_text, model_format, prefers_geojson
 from serve_app.errors import JobNotFoundError, TooManyJobsError
-from serve_app.jobs import JobTable
+from serve_app.jobs import INTERRUPTED, JobRecord, JobResult, JobTable
 from serve_app.metrics import Metrics
 from serve_app.orchestration import Flows
 from serve_app.progress import Progress
@@ -179,3 +179,84 @@ def test_a_detection_cancelled_during_its_split_releases_the_image(tmp_path: Pat
         assert len(stages.released) == 1  # ...and its image is released when it is done
 
     asyncio.run(scenario())
+
+
+class MemoryJournal:
+    """A journal in a dict (the protocol; serve_app.job_runner.GcsJournal keeps it in Ray's GCS)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, JobRecord] = {}
+
+    def save(self, record: JobRecord) -> None:
+        self.records[record.id] = record
+
+    def remove(self, job_id: str) -> None:
+        self.records.pop(job_id, None)
+
+    def load(self) -> list[JobRecord]:
+        return list(self.records.values())
+
+
+async def _result(progress: Progress) -> JobResult:
+    return JobResult({"total_trees": 3})
+
+
+def test_a_table_over_a_journal_reads_back_what_a_previous_one_left() -> None:
+    clock, journal = Clock(), MemoryJournal()
+
+    async def first_life() -> tuple[str, str, str]:
+        table = JobTable(max_jobs=3, max_running=2, ttl_s=10, clock=clock, journal=journal)
+        done = table.submit("detect", _result)
+        for _ in range(3):
+            await asyncio.sleep(0)  # the task runs, then copies its record off the loop
+        await asyncio.wait({asyncio.create_task(asyncio.sleep(0.05))})
+        running = table.submit("detect", _forever)
+        cancelled = table.submit("detect", _forever)
+        await asyncio.sleep(0)
+        await table.cancel(cancelled.id)
+        assert journal.records[running.id].state in ("queued", "running")
+        left.records = dict(journal.records)  # the process dies here (no shutdown): `running` never ends
+        return done.id, running.id, cancelled.id
+
+    left = MemoryJournal()
+    done, running, cancelled = asyncio.run(first_life())
+    journal = left
+    assert journal.records[done].state == "succeeded" and journal.records[cancelled].state == "cancelled"
+
+    async def second_life() -> None:
+        table = JobTable(max_jobs=3, max_running=2, ttl_s=10, clock=clock, journal=journal)
+        assert table.get(done).record().result == JobResult({"total_trees": 3})
+        assert table.get(cancelled).state == "cancelled"
+        interrupted = table.get(running)
+        assert interrupted.state == "failed" and interrupted.error == INTERRUPTED and table.running() == 0
+        assert "interrupted" in INTERRUPTED["detail"] and "resubmit" in INTERRUPTED["detail"]
+        assert journal.records[running].state == "failed"  # written back: a third life reads the same
+        clock.now += 11
+        with pytest.raises(JobNotFoundError):
+            table.get(done)
+        assert journal.records == {}  # expired ones leave the journal too
+
+    asyncio.run(second_life())
+
+
+def test_a_table_shut_down_leaves_its_running_jobs_interrupted() -> None:
+    journal = MemoryJournal()
+
+    async def scenario() -> str:
+        table = JobTable(max_jobs=3, max_running=2, ttl_s=10, journal=journal)
+        job = table.submit("detect", _forever)
+        await asyncio.sleep(0)
+        await table.close()  # a redeploy: the replica stops its jobs
+        assert job.state == "failed" and job.error == INTERRUPTED
+        return job.id
+
+    job_id = asyncio.run(scenario())
+    assert journal.records[job_id].state == "failed" and journal.records[job_id].error == INTERRUPTED
+
+
+def test_a_table_over_a_larger_journal_keeps_the_newest_and_forgets_the_rest() -> None:
+    journal = MemoryJournal()
+    for n in range(3):
+        journal.save(JobRecord(f"job{n}", "detect", "succeeded", Progress().as_dict(), 1000.0 + n, 1000.0 + n))
+    table = JobTable(max_jobs=1, max_running=1, ttl_s=10, clock=Clock(), journal=journal)
+    assert len(table) == 1 and table.get("job2").state == "succeeded" and set(journal.records) == {"job2"}

@@ -142,14 +142,15 @@ def test_api_key_app(serve_url: str) -> None:
 
 
 def _retries(url: str) -> int:
-    """Calls tried again because their replica went away: ours (GET / totals) and those of Serve's router (its
-    warnings in the main app's Ingress replica log)."""
+    """Calls tried again because their replica went away: ours (GET / totals: the Ingress's and the JobRunner's)
+    and those of Serve's router (its warnings in the main app's Ingress and JobRunner replica logs)."""
     import ray
 
     logs = Path(ray._private.worker._global_node.get_logs_dir_path()) / "serve"
     router = sum(
         path.read_text(errors="replace").count("is temporarily unavailable")
-        for path in logs.glob("replica_tree-detection_Ingress_*.log")
+        for kind in ("Ingress", "JobRunner")
+        for path in logs.glob(f"replica_tree-detection_{kind}_*.log")
     )
     return router + int(httpx.get(f"{url}/").json()["totals"]["replica_retries"])
 
@@ -180,10 +181,15 @@ def test_request_survives_a_killed_detector_replica(serve_url: str) -> None:
     # the two: while 2 x DETECTOR_MAX_ONGOING tiles are not done, both hold that many. Killing one then fails
     # the tiles it holds, which must be tried again on the other: by Serve's router (it retries a call whose
     # replica vanished before answering, logging "temporarily unavailable") or by our call_with_retries.
+    # "detecting" is set before the tiles reach their replicas: kill the victim once it holds tiles.
+    victim = ray.get_actor(before[0], namespace="serve")
+    while not ray.get(victim.get_num_ongoing_requests.remote(), timeout=30):
+        assert time.monotonic() < deadline, "no tile ever reached the replica"
+        time.sleep(0.01)
     total = job["progress"]["tiles_total"]
-    assert total == 25 and job["progress"]["tiles_done"] <= total - 2 * DETECTOR_MAX_ONGOING, job
-    ray.kill(ray.get_actor(before[0], namespace="serve"), no_restart=True)
     at_kill = httpx.get(status_url, timeout=10).json()["progress"]
+    assert total == 25 and at_kill["tiles_done"] <= total - 2 * DETECTOR_MAX_ONGOING, at_kill
+    ray.kill(victim, no_restart=True)
     job = wait_job(status_url, timeout=300)
     assert job["state"] == "succeeded", job
     params = DetectionParams(min_diameter=2, cluster_threshold=0, real_width=1500, real_height=1500)
