@@ -229,7 +229,7 @@ class ServeStages:
         """The deployments behind the ingress."""
         return {
             "mode": "ray-serve",
-            "deployments": ["Ingress", "TileSplitter", "Detector", "ModelAssembler"],
+            "deployments": ["Ingress", "TileSplitter", "Detector", "ModelAssembler", "JobRunner"],
             "detector_replicas": self.replicas.value,
             "tile_megapixels": self.policy.tile_pixels / 1e6,
             "short_path_megapixels": self.policy.short_path_pixels / 1e6,
