@@ -136,8 +136,8 @@ def wait_http(url: str, *, timeout: float = 180) -> None:
 
 
 def app_options(detector: dict[str, Any], *, pin: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
-    """bind_graph's options: the Detector as given; Ingress, TileSplitter, ModelAssembler and JobRunner at 0 CPUs, and with
-    `pin` (a custom resource of one node, e.g. {"head": 0.01}) held on that node."""
+    """bind_graph's options: the Detector as given; Ingress, TileSplitter, ModelAssembler and JobRunner at 0 CPUs,
+    and with `pin` (a custom resource of one node, e.g. {"head": 0.01}) held on that node."""
     light: dict[str, Any] = {"num_cpus": 0, **({"resources": pin} if pin else {})}
     options: dict[str, dict[str, Any]] = {
         name: {"ray_actor_options": dict(light)} for name in ("Ingress", "TileSplitter", "ModelAssembler", "JobRunner")
