@@ -87,8 +87,12 @@ INLINE_SCENE_BYTES_PER_TREE: dict[str, int] = {"obj": 15_000, "zip": 7_000, "glb
 STORED_SCENE_BYTES_PER_TREE = 2_000
 #: The tree list itself per tree, bytes: treecore Trees in the Ingress, pickled to the assembler, its copy.
 TREE_LIST_BYTES_PER_TREE = 1_000
-#: The default budget's share of the machine's or container's memory.
+#: The share of the machine's or container's memory that the admitted work may need, all processes together.
 DEFAULT_BUDGET_FRACTION = 0.5
+#: Processes that admit work, each with a budget of its own: serve_config.yaml runs two Ingress replicas and the
+#: JobRunner. The default budget of each is its part of DEFAULT_BUDGET_FRACTION, so together they never promise
+#: more than that share (set MEMORY_BUDGET_BYTES when the layout differs).
+ADMITTING_PROCESSES = 3
 
 
 def detect_need_bytes(width: int, height: int, upload_bytes: int, params: DetectionParams) -> int:
@@ -226,8 +230,8 @@ def _cgroup_limits() -> list[int]:
 
 
 def default_budget_bytes() -> int:
-    """DEFAULT_BUDGET_FRACTION of memory_limit_bytes()."""
-    return int(memory_limit_bytes() * DEFAULT_BUDGET_FRACTION)
+    """One admitting process's part of DEFAULT_BUDGET_FRACTION of memory_limit_bytes(), bytes."""
+    return int(memory_limit_bytes() * DEFAULT_BUDGET_FRACTION / ADMITTING_PROCESSES)
 
 
 @dataclass

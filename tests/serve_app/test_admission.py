@@ -251,7 +251,7 @@ def test_the_generate_need_comes_from_the_tree_count_of_the_body() -> None:
 def test_the_default_budget_is_half_the_memory_within_the_container() -> None:
     physical = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
     assert 0 < memory_limit_bytes() <= int(physical) * 1024
-    assert default_budget_bytes() == memory_limit_bytes() // 2
+    assert default_budget_bytes() == int(memory_limit_bytes() * 0.5 / 3)  # two Ingress replicas and the JobRunner
     assert MemoryBudget.from_settings(Settings()).total == default_budget_bytes()
     assert MemoryBudget.from_settings(Settings(memory_budget_bytes=123 * MB)).total == 123 * MB
 

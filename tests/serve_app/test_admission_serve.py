@@ -112,7 +112,7 @@ def admission_url(serve_url: str, budget_bytes: int) -> Iterator[str]:
         "ModelAssembler": no_cpu,
         "Detector": {"num_replicas": 2, "max_ongoing_requests": 1, **no_cpu},
     }
-    args = AppArgs(min_tile_pixels=1_000_000)
+    args = AppArgs(tile_megapixels=4.0)
     serve.run(bind_graph(args, settings=settings, options=options), name=APP, route_prefix=f"/{APP}")
     try:
         yield f"{serve_url}/{APP}"

@@ -28,10 +28,14 @@ APP = "jobs-ha"
 SLOW = {**LEGACY_FORM, "method": "watershed", "real_width": "200", "real_height": "200"}
 
 
+#: Tiles of a 2000 x 2000 image at tile_megapixels 0.5: 8 wanted, on a grid of 3 x 3.
+TILES = 9
+
+
 @pytest.fixture(scope="module")
 def ha_url(serve_url: str) -> Iterator[str]:
-    """The app at /jobs-ha: two Ingress replicas; one Detector replica, one tile at a time, so the 8 tiles of an
-    image queue (no CPU asked: the session's CPUs are the other apps'); removed at the end."""
+    """The app at /jobs-ha: two Ingress replicas; one Detector replica, one tile at a time, so the TILES tiles of
+    a 2000 x 2000 image queue (no CPU asked: the session's CPUs are the other apps'); removed at the end."""
     from ray import serve
 
     from serve_app.builder import AppArgs, bind_graph
@@ -43,7 +47,7 @@ def ha_url(serve_url: str) -> Iterator[str]:
         "ModelAssembler": no_cpu,
         "Detector": {"num_replicas": 1, "max_ongoing_requests": 1, **no_cpu},
     }
-    args = AppArgs(min_tile_pixels=100_000, tiles_per_replica=8, detector_attempts=3)
+    args = AppArgs(tile_megapixels=0.5, detector_attempts=3)
     serve.run(bind_graph(args, options=options), name=APP, route_prefix=f"/{APP}")
     try:
         yield f"{serve_url}/{APP}"
@@ -100,7 +104,7 @@ def test_a_job_outlives_every_ingress_replica(ha_url: str) -> None:
     job = _until_detecting(created["status_url"])
     for name in ingress:
         _kill(name)
-    assert job["state"] == "running" and job["progress"]["tiles_done"] < job["progress"]["tiles_total"] == 8, job
+    assert job["state"] == "running" and job["progress"]["tiles_done"] < job["progress"]["tiles_total"] == TILES, job
     deadline = time.monotonic() + 180  # until Serve has replaced them: the proxy answers 5xx or hangs up meanwhile
     while set(_replicas("Ingress")) & set(ingress) or len(_replicas("Ingress")) < 2:
         assert time.monotonic() < deadline, _replicas("Ingress")
@@ -108,7 +112,7 @@ def test_a_job_outlives_every_ingress_replica(ha_url: str) -> None:
     job = wait_job(created["status_url"], timeout=300)
     assert job["state"] == "succeeded", job
     detection = job["result"]["detection"]
-    assert detection["trees"] == _expected_trees(png, SLOW) and detection["tile_count"] == 8
+    assert detection["trees"] == _expected_trees(png, SLOW) and detection["tile_count"] == TILES
     model = job["result"]["model"]
     assert model["download_url"].startswith(f"{ha_url}/download/")  # made at read time, from this request's URL
     assert model["total_trees"] == detection["total_trees"] > 0
@@ -134,7 +138,7 @@ def test_every_get_succeeds_with_two_ingress_replicas(ha_url: str) -> None:
             break
         time.sleep(0.02)
     assert states[-1] == "succeeded" and "running" in states, states
-    assert done == sorted(done) and done[-1] == 8  # the same job, read by either replica: its progress only grows
+    assert done == sorted(done) and done[-1] == TILES  # the same job, read by either replica: its progress only grows
     assert job["result"]["trees"] == _expected_trees(png, SLOW)
 
 
