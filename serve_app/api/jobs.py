@@ -39,7 +39,8 @@ MODEL_FORMAT_DESCRIPTION = (
 )
 
 
-@router.post("/jobs", status_code=202, response_model=JobCreated)
+# Every field is optional to FastAPI (an upload or a reference), but a body there must be: say so in the schema.
+@router.post("/jobs", status_code=202, response_model=JobCreated, openapi_extra={"requestBody": {"required": True}})
 async def create_job(
     request: Request,
     service: ServiceDep,
