@@ -73,7 +73,7 @@ class RssSampler:
                     title = " ".join(process.info["cmdline"] or ())
                     if "ServeReplica:cog:" not in title:
                         continue
-                    name = title.split("ServeReplica:cog:", 1)[1].split()[0]
+                    name = title.split("ServeReplica:cog:", 1)[1].split()[0].split(".")[0]
                     key = f"{name}#{process.info['pid']}"
                     self.peak_bytes[key] = max(self.peak_bytes.get(key, 0), process.memory_info().rss)
                 except (psutil.Error, IndexError):
