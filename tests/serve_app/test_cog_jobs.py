@@ -152,3 +152,11 @@ def test_a_missing_blob_is_a_400_before_any_job_starts(client: TestClient) -> No
     answer = client.post("/jobs", data={"image_ref": "mosaics/none.tif"})
     assert answer.status_code == 400, answer.text
     assert "could not be opened" in answer.text
+
+
+def test_the_images_container_and_the_url_allow_list_are_read_from_the_environment() -> None:
+    env = {"AZURE_STORAGE_CONTAINER_IMAGES": "mosaics", "RASTER_URL_HOSTS": " acct.blob.core.windows.net, *.x.org ,"}
+    settings = Settings.from_env(env)
+    assert settings.container_images == "mosaics"
+    assert settings.raster_url_hosts == ("acct.blob.core.windows.net", "*.x.org")
+    assert (Settings.from_env({}).container_images, Settings.from_env({}).raster_url_hosts) == ("images", ())
