@@ -25,9 +25,10 @@ from serve_app.catalog import TreeModelEntry
 from serve_app.formats import InlineModel, ModelFormat
 from serve_app.job_runner import ServeJobs
 from serve_app.metrics import RayMetrics
+from serve_app.raster_source import blob_gdal_options
 from serve_app.serve_stages import ServeCatalogView, ServeStages, StageOptions
 from serve_app.settings import Settings
-from serve_app.stages import SplitPlan, WholeImage, detect_whole_image, split_image
+from serve_app.stages import RasterSource, SplitPlan, WholeImage, detect_whole_image, detect_window, split_image
 from serve_app.storage import AzureModelStore, StoredModel, blob_models, make_store
 from treecore.detect import detect_tile
 from treecore.types import DetectionParams, Tile, Tree
@@ -118,9 +119,13 @@ class Detector:
         """A detector.
 
         Args:
-            settings: the process settings (the pixel limit, checked before a short-path decode).
+            settings: the process settings (the pixel limit, checked before a short-path decode; the storage
+                credential its window reads use).
         """
         self.max_image_pixels = settings.max_image_pixels
+        self.gdal_options = blob_gdal_options(
+            connection_string=settings.azure_connection_string, account_url=settings.azure_account_url
+        )
 
     def detect_whole(self, data: bytes, params: DetectionParams) -> WholeImage:
         """The short path: decode a small upload (pixel limit checked from its header) and detect it as one tile.
@@ -151,6 +156,23 @@ class Detector:
         image = ray.get(image_ref[0])
         try:
             return detect_tile(image, tile, params)
+        finally:
+            release_free_memory()
+
+    def detect_window(self, source: RasterSource, tile: Tile, params: DetectionParams) -> list[Tree]:
+        """One tile of a referenced raster: its window plus halo read straight from storage (HTTP range requests,
+        with this replica's own credential), detected, and freed; memory is bounded by the tile, not the raster.
+
+        Args:
+            source: the raster's GDAL path and header.
+            tile: the tile (core and halo windows, full-raster pixels).
+            params: detection parameters.
+
+        Returns:
+            The trees whose centre lies in the tile's core (full-raster coordinates, id 0).
+        """
+        try:
+            return detect_window(source, tile, params, options=self.gdal_options)
         finally:
             release_free_memory()
 

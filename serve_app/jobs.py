@@ -26,6 +26,7 @@ from serve_app.formats import FORMATS, ModelFormat
 from serve_app.orchestration import Flows, StoredScene
 from serve_app.progress import Progress
 from serve_app.settings import Settings
+from serve_app.stages import RasterSource
 from treecore.basemodels import DEFAULT_MODEL
 from treecore.geo import detection_geojson
 from treecore.types import DetectionParams, Georeference
@@ -45,7 +46,8 @@ class JobSpec:
 
     `geojson`: answer the detection as GeoJSON, placed by `georef` (None: the image's metric frame), as
     /detect-trees does with format=geojson. `warnings`: the request's (ignored form fields), given back in the
-    detection. `base_model`, `model_format`: the scene of a detect-and-generate job.
+    detection. `base_model`, `model_format`: the scene of a detect-and-generate job. `raster`: a raster in
+    storage (POST /jobs `image_ref`), detected window by window; None: the job's upload (its bytes beside the spec).
     """
 
     kind: JobKind
@@ -55,6 +57,7 @@ class JobSpec:
     georef: Georeference | None = None
     base_model: str = DEFAULT_MODEL
     model_format: ModelFormat = FORMATS[0]
+    raster: RasterSource | None = None
 
 
 @dataclass(frozen=True)
@@ -88,13 +91,16 @@ async def run_job(flows: Flows, spec: JobSpec, data: bytes, progress: Progress) 
     Args:
         flows: the flows over the stages.
         spec: the job.
-        data: the uploaded image's bytes.
+        data: the uploaded image's bytes (empty for a job over a raster in storage, `spec.raster`).
         progress: updated as stages and tiles finish.
 
     Returns:
         The result.
     """
-    detection = await flows.detect(data, spec.params, progress, warnings=list(spec.warnings))
+    if spec.raster is not None:
+        detection = await flows.detect_raster(spec.raster, spec.params, progress, warnings=list(spec.warnings))
+    else:
+        detection = await flows.detect(data, spec.params, progress, warnings=list(spec.warnings))
     shown = geojson_detection(detection, spec.georef) if spec.geojson else detection
     if spec.kind == "detect":
         return JobResult(shown)

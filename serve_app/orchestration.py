@@ -18,14 +18,16 @@ from serve_app.bounds import check_tree_columns
 from serve_app.formats import InlineModel, ModelFormat
 from serve_app.metrics import Metrics
 from serve_app.progress import Progress
+from serve_app.raster_source import RasterPolicy, blob_gdal_options, check_reference, refuse_redirects
 from serve_app.settings import Settings
-from serve_app.stages import SHORT_PATH, SplitPlan, Stages
+from serve_app.stages import SHORT_PATH, RasterSource, SplitPlan, Stages, plan_raster_tiles
 from serve_app.storage import Download, StoredModel, make_store
 from treecore.basemodels import check_model_name
 from treecore.detect import metres_per_pixel
 from treecore.errors import InvalidImageError
 from treecore.imageio import check_image_size
 from treecore.merge import merge_trees
+from treecore.raster import read_header
 from treecore.report import result_to_dict
 from treecore.treesio import parse_tree_columns
 from treecore.types import DetectionParams, DetectionResult, Tile, Tree
@@ -115,6 +117,31 @@ class Flows:
         check_image_size(data, max_pixels=self.settings.max_image_pixels)
         return data
 
+    async def open_raster(self, reference: str) -> RasterSource:
+        """Check a raster reference and read its header (no pixels), before a job over it starts.
+
+        Args:
+            reference: a blob name in AZURE_STORAGE_CONTAINER_IMAGES, or an HTTPS URL on RASTER_URL_HOSTS.
+
+        Returns:
+            The RasterSource: the GDAL path and the header, for `detect_raster`.
+
+        Raises:
+            RasterReferenceError: a reference the service will not read (internal address, host off the
+                allow-list, a redirect, a bad blob name): 422.
+            InvalidImageError: no GeoTIFF there (missing, unreadable, or not a TIFF): 400.
+        """
+        settings = self.settings
+        policy = RasterPolicy(settings.container_images, settings.raster_url_hosts)
+        checked = await asyncio.to_thread(check_reference, reference, policy)
+        if checked.url is not None:
+            await asyncio.to_thread(refuse_redirects, checked.url)
+        options = blob_gdal_options(
+            connection_string=settings.azure_connection_string, account_url=settings.azure_account_url
+        )
+        header = await asyncio.to_thread(read_header, checked.gdal_path, options=options)
+        return RasterSource(checked.gdal_path, header)
+
     @admitted(detect_need)
     async def detect(
         self, data: bytes, params: DetectionParams, progress: Progress, *, warnings: list[str] | None = None
@@ -160,6 +187,56 @@ class Flows:
             self.metrics.stage(stage.removesuffix("_s"), seconds)
         self.metrics.detected(tile_count, len(trees))
         return result_to_dict(_result(shape, tile_count, params, trees, timings), warnings=warnings or ())
+
+    async def detect_raster(
+        self,
+        source: RasterSource,
+        params: DetectionParams,
+        progress: Progress,
+        *,
+        warnings: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Detect trees in a raster in storage, window by window: the tiles are planned from its header (the same
+        TilePolicy as an upload's), and each Detector reads its own tile's window plus halo from storage; no
+        process ever holds the whole raster. Then the one global merge, as `detect`.
+
+        Args:
+            source: the raster's GDAL path and header (serve_app.raster_source checked the reference).
+            params: detection parameters (real_width/real_height from the raster's georeference when it has one).
+            progress: tiles done / total and trees so far, as windows finish.
+            warnings: the request's warnings, given back in the answer.
+
+        Returns:
+            The /detect-trees body; its decode_s is 0 (every window is read in the Detectors, within detect_s).
+        """
+        started = time.perf_counter()
+        shape = source.shape
+        tiles = plan_raster_tiles(source, params, await self.stages.tile_target(shape))
+        progress.stage, progress.tiles_total = "detecting", len(tiles)
+
+        async def window(tile: Tile) -> list[Tree]:
+            found = await self.stages.detect_window(source, tile, params)
+            progress.tiles_done += 1
+            progress.trees_so_far += len(found)
+            return found
+
+        per_tile = await asyncio.gather(*(window(tile) for tile in tiles))
+        detected = time.perf_counter()
+        progress.stage = "merging"
+        trees = merge_trees(
+            [t for found in per_tile for t in found],
+            params.cluster_threshold,
+            min_diameter=params.min_diameter,
+            max_diameter=params.max_diameter,
+        )
+        merged = time.perf_counter()
+        progress.trees_so_far = len(trees)
+        timings = {"decode_s": 0.0, "detect_s": detected - started, "merge_s": merged - detected}
+        timings["total_s"] = merged - started
+        for stage, seconds in timings.items():
+            self.metrics.stage(stage.removesuffix("_s"), seconds)
+        self.metrics.detected(len(tiles), len(trees))
+        return result_to_dict(_result(shape, len(tiles), params, trees, timings), warnings=warnings or ())
 
     async def _detect_whole(self, data: bytes, params: DetectionParams, progress: Progress) -> _Detected:
         """The short path: one Detector call decodes and detects the whole image (one tile)."""

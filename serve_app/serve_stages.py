@@ -18,7 +18,7 @@ from serve_app.catalog import TreeModelEntry
 from serve_app.errors import ServiceUnavailableError
 from serve_app.formats import InlineModel, ModelFormat
 from serve_app.metrics import Metrics
-from serve_app.stages import SplitPlan, TilePolicy, WholeImage
+from serve_app.stages import RasterSource, SplitPlan, TilePolicy, WholeImage
 from serve_app.storage import StoredModel
 from treecore.types import DetectionParams, Tile, Tree
 
@@ -211,6 +211,15 @@ class ServeStages:
         """Detector.detect, retried on another replica if this one dies."""
         trees: list[Tree] = await self._calls.call(
             "detect", f"detecting tile {tile.index}", lambda: self.detector.detect.remote(plan.image, tile, params)
+        )
+        return trees
+
+    async def detect_window(self, source: RasterSource, tile: Tile, params: DetectionParams) -> list[Tree]:
+        """Detector.detect_window (the replica reads the window from storage), retried if its replica dies."""
+        trees: list[Tree] = await self._calls.call(
+            "detect",
+            f"detecting window {tile.index}",
+            lambda: self.detector.detect_window.remote(source, tile, params),
         )
         return trees
 

@@ -32,6 +32,10 @@ def _text(env: Mapping[str, str], name: str, default: str = "") -> str:
     return env.get(name, "").strip() or default
 
 
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in _text(env, name).split(",") if item.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service reads from its environment (see the README's configuration table).
@@ -63,6 +67,12 @@ class Settings:
     admission_queue_length: int = 8
     #: Longest wait for memory, seconds, before a 503 with Retry-After; 0: never wait.
     admission_wait_s: int = 30
+    #: Blob container whose rasters POST /jobs reads by name (the `image_ref` form field), window by window, with
+    #: the service's own credential (the connection string, else the workload identity of AZURE_STORAGE_ACCOUNT_URL).
+    container_images: str = "images"
+    #: Host names an `image_ref` HTTPS URL (e.g. a SAS URL) may name, lower case; "*.example.net" allows its
+    #: subdomains. Comma-separated in RASTER_URL_HOSTS; empty (the default): no URL, only blob names.
+    raster_url_hosts: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -78,7 +88,7 @@ class Settings:
             SettingsError: a variable that cannot be used, named in the message.
         """
         env = os.environ if env is None else env
-        origins = tuple(o.strip() for o in _text(env, "CORS_ORIGINS").split(",") if o.strip())
+        origins = _list(env, "CORS_ORIGINS")
         settings = cls(
             log_level=_text(env, "LOG_LEVEL", "INFO").upper(),
             azure_connection_string=_text(env, "AZURE_STORAGE_CONNECTION_STRING"),
@@ -99,6 +109,8 @@ class Settings:
             memory_budget_bytes=_int(env, "MEMORY_BUDGET_BYTES", 0),
             admission_queue_length=_int(env, "ADMISSION_QUEUE_LENGTH", 8),
             admission_wait_s=_int(env, "ADMISSION_WAIT_S", 30),
+            container_images=_text(env, "AZURE_STORAGE_CONTAINER_IMAGES", "images"),
+            raster_url_hosts=_list(env, "RASTER_URL_HOSTS"),
         )
         if settings.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise SettingsError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {settings.log_level}")

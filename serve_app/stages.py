@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from serve_app.formats import InlineModel, ModelFormat
 from serve_app.storage import StoredModel
 from treecore.detect import detect_tile
 from treecore.imageio import decode_image
+from treecore.raster import RasterHeader, read_tile
 from treecore.tiles import halo_pixels, plan_tiles
 from treecore.types import DetectionParams, Tile, Tree
 
@@ -39,6 +41,61 @@ class SplitPlan:
     shape: tuple[int, ...]
     tiles: tuple[Tile, ...]
     decode_s: float
+
+
+@dataclass(frozen=True)
+class RasterSource:
+    """A raster in storage that is detected window by window: `path` is what GDAL opens (/vsiaz/<container>/<blob>
+    or /vsicurl/<https URL>, checked by serve_app.raster_source), `header` its header, read once by the ingress.
+    No pixels: each Detector reads its own tile's window (plus halo) straight from storage, with its own
+    credential (never sent along)."""
+
+    path: str
+    header: RasterHeader
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(H, W, 3) of the full raster."""
+        return (self.header.height, self.header.width, 3)
+
+
+def plan_raster_tiles(source: RasterSource, params: DetectionParams, n_tiles: int) -> list[Tile]:
+    """The tiles of a referenced raster, planned from its header alone as split_image plans an upload's.
+
+    Args:
+        source: the raster.
+        params: detection parameters (they set the halo).
+        n_tiles: tiles wanted (SHORT_PATH counts as 1: one tile, the whole raster).
+
+    Returns:
+        The tiles, the same as split_image makes for the same image and count.
+    """
+    shape = source.shape
+    if n_tiles == SHORT_PATH:  # as detect_whole_image: one tile, no halo (the whole raster is its own halo)
+        return plan_tiles(shape, halo=0, n_tiles=1)
+    return plan_tiles(shape, halo=halo_pixels(params, shape), n_tiles=n_tiles)
+
+
+def detect_window(
+    source: RasterSource, tile: Tile, params: DetectionParams, *, options: Mapping[str, str] | None = None
+) -> list[Tree]:
+    """One tile of a referenced raster: read its window plus halo from storage, detect, and drop the pixels.
+
+    Args:
+        source: the raster.
+        tile: the tile (from plan_raster_tiles).
+        params: detection parameters.
+        options: GDAL configuration options (the reader's credential, serve_app.raster_source.blob_gdal_options).
+
+    Returns:
+        The trees whose centre lies in the tile's core (full-raster coordinates, id 0).
+    """
+    image = read_tile(source.path, tile, params, source.shape, options=options)
+    try:
+        # A WindowedImage stands in for the full array: detect_tile slices only inside its read extent.
+        return detect_tile(cast(np.ndarray, image), tile, params)
+    finally:
+        del image
 
 
 #: `tile_target`'s answer for an image that takes the short path: one Detector call, bytes in, trees out.
@@ -176,6 +233,10 @@ class Stages(Protocol):
         """The plan's image is no longer needed."""
         ...
 
+    async def detect_window(self, source: RasterSource, tile: Tile, params: DetectionParams) -> list[Tree]:
+        """Trees owned by one tile of a referenced raster, its window read from storage where it is detected."""
+        ...
+
     async def build_model(
         self, trees: list[Tree], base_model: str, *, store: bool, name: str, fmt: ModelFormat = "obj"
     ) -> InlineModel | StoredModel:
@@ -197,6 +258,7 @@ class LocalStages:
         max_pixels: int,
         workers: int = 2,
         policy: TilePolicy = TilePolicy(),
+        gdal_options: Mapping[str, str] | None = None,
     ) -> None:
         """Stages for one process.
 
@@ -205,8 +267,10 @@ class LocalStages:
             max_pixels: the image pixel limit.
             workers: stand-in for the number of detector replicas.
             policy: tile size and short-path threshold.
+            gdal_options: GDAL options for referenced rasters (the storage credential).
         """
         self.builder = builder
+        self.gdal_options = dict(gdal_options or {})
         self.max_pixels = max_pixels
         self.workers = workers
         self.policy = policy
@@ -231,6 +295,10 @@ class LocalStages:
     async def detect_tile(self, plan: SplitPlan, tile: Tile, params: DetectionParams) -> list[Tree]:
         """One tile in a worker thread."""
         return await asyncio.to_thread(detect_tile, plan.image, tile, params)
+
+    async def detect_window(self, source: RasterSource, tile: Tile, params: DetectionParams) -> list[Tree]:
+        """One window of a referenced raster, read and detected in a worker thread."""
+        return await asyncio.to_thread(detect_window, source, tile, params, options=self.gdal_options)
 
     async def build_model(
         self, trees: list[Tree], base_model: str, *, store: bool, name: str, fmt: ModelFormat = "obj"

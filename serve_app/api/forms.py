@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import Depends, File, Form, Request, UploadFile
 
 from serve_app.bounds import MAX_DIAMETER_M, MAX_REAL_SIZE_M, MIN_REAL_SIZE_M
+from treecore.errors import InvalidParametersError
 from treecore.types import DEFAULT_METHOD, METHODS, DetectionParams
 
 logger = logging.getLogger("serve_app")
@@ -74,7 +75,34 @@ def detection_params(
 
 
 Params = Annotated[DetectionParams, Depends(detection_params)]
-ImageFile = Annotated[UploadFile, File(description="PNG, JPEG or TIFF; 8 or 16 bit; gray, RGB, RGBA or palette")]
+_IMAGE = "PNG, JPEG or TIFF; 8 or 16 bit; gray, RGB, RGBA or palette"
+ImageFile = Annotated[UploadFile, File(description=_IMAGE)]
+OptionalImageFile = Annotated[UploadFile | None, File(description=f"{_IMAGE} (or give image_ref instead)")]
+#: A raster in storage instead of an upload (serve_app.raster_source checks it).
+ImageRef = Annotated[
+    str | None,
+    Form(
+        max_length=2048,
+        description="instead of image: a GeoTIFF (a Cloud-Optimized GeoTIFF is read window by window) in storage, "
+        "as a blob name in the images container (AZURE_STORAGE_CONTAINER_IMAGES), or an HTTPS URL (a SAS URL) "
+        "whose host is on RASTER_URL_HOSTS",
+    ),
+]
+
+
+def one_image_input(image: UploadFile | None, image_ref: str | None) -> None:
+    """Refuse a request with both an upload and a reference, or neither (422, saying which).
+
+    Raises:
+        InvalidParametersError: not exactly one of the two.
+    """
+    if image is not None and image_ref is not None:
+        raise InvalidParametersError("give either image (an upload) or image_ref (a raster in storage), not both")
+    if image is None and image_ref is None:
+        raise InvalidParametersError(
+            "no image: give image (an upload) or image_ref (a blob name in the images container, or an "
+            "allow-listed HTTPS URL)"
+        )
 
 
 def field_names(*dependencies: Callable[..., Any]) -> frozenset[str]:
