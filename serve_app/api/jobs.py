@@ -20,14 +20,11 @@ from serve_app.api.forms import (
     one_image_input,
 )
 from serve_app.api.negotiation import OutputOptions, output_options, stored_body
+from serve_app.api.rasters import form_georeference, raster_georeference, raster_params
 from serve_app.formats import FORMATS, ModelFormat
 from serve_app.jobs import JobKind, JobRecord, JobSpec
 from serve_app.schemas import JobCreated, JobResponse
-from serve_app.stages import RasterSource
 from treecore.basemodels import DEFAULT_MODEL, check_model_name
-from treecore.errors import InvalidGeoreferenceError
-from treecore.geo import resolve_georeference
-from treecore.types import DetectionParams, Georeference
 
 router = APIRouter(tags=["jobs"])
 
@@ -68,7 +65,7 @@ async def create_job(
     if image_ref is not None:
         source = await service.flows.open_raster(image_ref)
         params, notes = raster_params(params, source, set((await request.form()).keys()))
-        georef = _raster_georeference(source, output)
+        georef = raster_georeference(source, output)
         spec = JobSpec(kind, params, (*warnings, *notes), georef is not None or output.format == "geojson", georef)
         spec = dataclasses.replace(spec, base_model=base, model_format=model_format, raster=source)
         warnings = [*warnings, *notes]
@@ -79,60 +76,11 @@ async def create_job(
         # The answer here is the job's id: only `format` chooses the result's form. The shaper checks the
         # georeference now; the job gets it resolved, as data (the job runs in another process).
         geojson = output.shaper(data, None) is not None
-        georef = _georeference(data, output) if geojson else None
+        georef = form_georeference(data, output) if geojson else None
         spec = JobSpec(kind, params, tuple(warnings), geojson, georef, base, model_format)
     job = await service.jobs.submit(spec, data)
     status_url = str(request.url_for("get_job", job_id=job.id))
     return {"id": job.id, "state": job.state, "status_url": status_url, "warnings": warnings}
-
-
-def _georeference(data: bytes, output: OutputOptions) -> Georeference | None:
-    return resolve_georeference(
-        data, origin_easting=output.origin_easting, origin_northing=output.origin_northing, epsg=output.epsg
-    )
-
-
-def raster_params(
-    params: DetectionParams, source: RasterSource, given: set[str]
-) -> tuple[DetectionParams, tuple[str, ...]]:
-    """The detection parameters of a referenced raster: its georeference's metres per pixel give real_width and
-    real_height (the raster wins over the form's fields: a warning says so when they were given); a raster
-    without one keeps the form's (or their defaults), and a warning says that too.
-
-    Returns:
-        (the parameters, the warnings).
-    """
-    header, sizes = source.header, [name for name in ("real_width", "real_height") if name in given]
-    if header.metres_per_pixel is None:
-        return params, (
-            f"the raster has no georeference: real_width {params.real_width:g} m and real_height "
-            f"{params.real_height:g} m ({'as given' if sizes else 'the defaults'}) set its scale",
-        )
-    mx, my = header.metres_per_pixel
-    width_m, height_m = header.width * mx, header.height * my
-    notes: tuple[str, ...] = ()
-    if sizes and not (
-        abs(params.real_width - width_m) <= 1e-6 * width_m and abs(params.real_height - height_m) <= 1e-6 * height_m
-    ):
-        notes = (
-            f"{' and '.join(sizes)} ignored: the raster's georeference gives {width_m:g} m x {height_m:g} m "
-            f"({mx:g} x {my:g} m per pixel), which wins",
-        )
-    return dataclasses.replace(params, real_width=width_m, real_height=height_m), notes
-
-
-def _raster_georeference(source: RasterSource, output: OutputOptions) -> Georeference | None:
-    """A referenced raster's GeoJSON georeference (None: JSON answer): the form's origin and EPSG when given,
-    else the raster's own (epsg alone names or corrects its CRS), checked now."""
-    if output.format != "geojson":
-        if output.georeferenced():
-            raise InvalidGeoreferenceError(
-                "origin_easting, origin_northing and epsg place the GeoJSON output: add format=geojson"
-            )
-        return None
-    if output.origin_easting is not None or output.origin_northing is not None:
-        return _georeference(b"", output)
-    return source.header.georeference(epsg=output.epsg)
 
 
 #: The form fields POST /jobs reads; any other is named in the answer's warnings (and not refused).

@@ -24,6 +24,8 @@ from serve_app.storage import LocalModelStore
 from tests.serve_app.azurite import Azurite
 from tests.serve_app.conftest import local_app, wait_job
 
+GEOJSON = "application/geo+json"
+
 #: 2.2 MP at 0.5 m (750 m x 550 m), lossless: a window read decodes the same blocks as the whole read.
 MOSAIC = Mosaic(2000, 1100, 0.5, epsg=32633, origin=(400_000.0, 6_000_000.0), seed=5)
 WIDTH_M, HEIGHT_M = MOSAIC.width * MOSAIC.mpp, MOSAIC.height * MOSAIC.mpp
@@ -160,3 +162,34 @@ def test_the_images_container_and_the_url_allow_list_are_read_from_the_environme
     assert settings.container_images == "mosaics"
     assert settings.raster_url_hosts == ("acct.blob.core.windows.net", "*.x.org")
     assert (Settings.from_env({}).container_images, Settings.from_env({}).raster_url_hosts) == ("images", ())
+
+
+def test_detect_trees_by_reference_answers_the_trees_of_the_upload(client: TestClient, cog: bytes) -> None:
+    form = {"real_width": str(WIDTH_M), "real_height": str(HEIGHT_M)}
+    whole = client.post("/detect-trees", data=form, files={"image": ("m.tif", cog, "image/tiff")})
+    by_ref = client.post("/detect-trees", data={"image_ref": "mosaics/site-a.tif"})
+    assert whole.status_code == by_ref.status_code == 200, by_ref.text
+    assert by_ref.json()["trees"] == whole.json()["trees"] and len(whole.json()["trees"]) > 100
+    assert by_ref.json()["tile_count"] == whole.json()["tile_count"] == 4
+    geojson = client.post("/detect-trees", data={"image_ref": "mosaics/site-a.tif"}, headers={"Accept": GEOJSON})
+    assert geojson.status_code == 200 and geojson.json()["type"] == "FeatureCollection"
+    assert len(geojson.json()["features"]) == len(whole.json()["trees"])
+    e0, n0 = MOSAIC.origin
+    x, y = geojson.json()["features"][0]["geometry"]["coordinates"]
+    assert e0 <= x <= e0 + WIDTH_M and n0 - HEIGHT_M <= y <= n0  # the raster's own CRS and transform
+
+
+def test_detect_trees_by_reference_refuses_what_jobs_refuse_and_rasters_over_the_pixel_limit(
+    tmp_path: Path, azurite: Azurite, images: str, cog: bytes
+) -> None:
+    with cog_client(tmp_path, azurite, images, POLICIES["small"], max_image_pixels=1_000_000) as client:
+        too_large = client.post("/detect-trees", data={"image_ref": "mosaics/site-a.tif"})
+        assert too_large.status_code == 413 and "POST /jobs" in too_large.json()["detail"], too_large.text
+        both = client.post(
+            "/detect-trees", data={"image_ref": "mosaics/site-a.tif"}, files={"image": ("m.tif", cog, "image/tiff")}
+        )
+        assert both.status_code == 422 and "not both" in both.json()["detail"]
+        inner = client.post("/detect-trees", data={"image_ref": "https://127.0.0.1/a.tif"})
+        assert inner.status_code == 422, inner.text
+        missing = client.post("/detect-trees", data={"image_ref": "mosaics/none.tif"})
+        assert missing.status_code == 400, missing.text
