@@ -167,6 +167,23 @@ class Flows:
             shape, per_tile, decode_s, tile_count = await self._detect_whole(data, params, progress)
         else:
             shape, per_tile, decode_s, tile_count = await self._detect_tiles(data, params, progress, n_tiles)
+        return self._merged(per_tile, shape, tile_count, params, progress, (started, decode_s), warnings)
+
+    def _merged(
+        self,
+        per_tile: list[list[Tree]],
+        shape: tuple[int, ...],
+        tile_count: int,
+        params: DetectionParams,
+        progress: Progress,
+        clock: tuple[float, float],
+        warnings: list[str] | None,
+    ) -> dict[str, Any]:
+        """The one global merge of every tile's trees, its timings and metrics, and the /detect-trees body.
+
+        `clock` is (when the detection started, perf_counter seconds; how long decoding took, seconds).
+        """
+        started, decode_s = clock
         detected = time.perf_counter()
         progress.stage = "merging"
         trees = merge_trees(
@@ -221,22 +238,7 @@ class Flows:
             return found
 
         per_tile = await asyncio.gather(*(window(tile) for tile in tiles))
-        detected = time.perf_counter()
-        progress.stage = "merging"
-        trees = merge_trees(
-            [t for found in per_tile for t in found],
-            params.cluster_threshold,
-            min_diameter=params.min_diameter,
-            max_diameter=params.max_diameter,
-        )
-        merged = time.perf_counter()
-        progress.trees_so_far = len(trees)
-        timings = {"decode_s": 0.0, "detect_s": detected - started, "merge_s": merged - detected}
-        timings["total_s"] = merged - started
-        for stage, seconds in timings.items():
-            self.metrics.stage(stage.removesuffix("_s"), seconds)
-        self.metrics.detected(len(tiles), len(trees))
-        return result_to_dict(_result(shape, len(tiles), params, trees, timings), warnings=warnings or ())
+        return self._merged(list(per_tile), shape, len(tiles), params, progress, (started, 0.0), warnings)
 
     async def _detect_whole(self, data: bytes, params: DetectionParams, progress: Progress) -> _Detected:
         """The short path: one Detector call decodes and detects the whole image (one tile)."""
