@@ -475,7 +475,9 @@ def main() -> int:
     import ray
     from ray import serve
 
-    os.environ.setdefault("GENERATED_MODELS_DIR", "/tmp/tree-detection-bench-models")
+    # Stored models (the legacy case's is 253 MB) go to a folder of this run, removed at the end.
+    models = tempfile.mkdtemp(prefix="tree-detection-bench-models-")
+    os.environ.setdefault("GENERATED_MODELS_DIR", models)
     # The legacy checklist tile has ~88,000 trees, above the default MAX_TREES_LIMIT (60,000).
     os.environ.setdefault("MAX_TREES_LIMIT", "100000")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
@@ -512,6 +514,7 @@ def main() -> int:
         serve.shutdown()
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
+        shutil.rmtree(models, ignore_errors=True)
     return 0
 
 
