@@ -144,7 +144,8 @@ def test_concurrent_large_images_past_the_budget_get_200_or_503_and_kill_nothing
     assert warm.status_code == 200, warm.text
     assert warm.json()["trees"] == expected
     replicas, controller, status = _replicas(), _controller_pid(), _app_status()
-    assert len(replicas) == 5 and status["status"] == "RUNNING", status
+    # Ingress, TileSplitter, two Detectors, ModelAssembler and JobRunner.
+    assert len(replicas) == 6 and status["status"] == "RUNNING", status
     time.sleep(1)
     idle = _ray_pss_bytes()
     with Peak() as peak, ThreadPoolExecutor(CLIENTS) as pool:
